@@ -1,0 +1,46 @@
+"""Operators: local (back-matching) Hessians and the loss Hessian, as symmetric linear maps."""
+
+from __future__ import annotations
+
+from hessiankit.blocks.capture import BlockCapture
+from hessiankit.blocks.split import Block
+from hessiankit.operators._engines import Backend
+from hessiankit.operators.base import MatrixOperator, SymmetricOperator, dense_memory_bytes
+from hessiankit.operators.local import Kind, LocalHessian, Wrt, check_kind
+from hessiankit.operators.loss import LossHessian
+
+__all__ = [
+    "Backend",
+    "Kind",
+    "LocalHessian",
+    "LossHessian",
+    "MatrixOperator",
+    "SymmetricOperator",
+    "Wrt",
+    "dense_memory_bytes",
+    "hessian_operator",
+]
+
+
+def hessian_operator(
+    capture: BlockCapture,
+    block: int | str | Block,
+    *,
+    wrt: Wrt = "weights",
+    kind: Kind = "gauss-newton",
+    eta: float = 1.0,
+    backend: Backend = "double-backprop",
+) -> LocalHessian | LossHessian:
+    """The operator of one kind for one block: :class:`LocalHessian` or :class:`LossHessian`.
+
+    Args:
+        capture: the recorded batch.
+        block: index (from 1), module path, ``"model"`` or a :class:`Block`.
+        wrt: ``"weights"`` or ``"input"``.
+        kind: ``"gauss-newton"``, ``"exact"`` (local Hessians) or ``"loss"``.
+        eta: back-matching step size (``"exact"`` only).
+        backend: ``"double-backprop"`` or ``"forward-over-reverse"``.
+    """
+    if check_kind(kind) == "loss":
+        return LossHessian(capture, block, wrt=wrt, backend=backend)
+    return LocalHessian(capture, block, wrt=wrt, kind=kind, eta=eta, backend=backend)

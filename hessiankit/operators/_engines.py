@@ -1,0 +1,255 @@
+"""Product engines: Jacobian and Hessian products from autograd, with the graph built once.
+
+Two ways to the same numbers (benchmark them per device, see ``analyses/benchmark.py``):
+
+``"double-backprop"``
+    One forward (and, for Hessians, one backward with ``create_graph=True``) at construction;
+    every product then runs backward passes only, through the kept graph. Jacobian-vector
+    products use the double-vjp identity ``J v = d/du <J^T u, v>`` (``J^T u`` is linear in u).
+``"forward-over-reverse"``
+    :mod:`torch.func`: ``jvp`` of the function (Gauss-Newton) or of its gradient (Hessian); the
+    forward pass is re-run in forward mode for each product, nothing but the inputs is kept.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch.func import grad as func_grad
+from torch.func import jvp as func_jvp
+from torch.func import vjp as func_vjp
+
+from hessiankit.errors import OperatorError
+
+__all__ = ["Backend", "GaussNewtonEngine", "HessianEngine", "check_backend", "flatten", "unflatten"]
+
+Backend = Literal["double-backprop", "forward-over-reverse"]
+
+
+def check_backend(backend: str) -> Backend:
+    if backend not in ("double-backprop", "forward-over-reverse"):
+        raise OperatorError(
+            f"unknown product backend {backend!r}; use 'double-backprop' or 'forward-over-reverse'"
+        )
+    return backend  # type: ignore[return-value]
+
+
+def unflatten(V: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Split a ``dim x k`` matrix into ``k x shape`` tensors, one per tensor in ``like``."""
+    out = []
+    offset = 0
+    k = V.shape[1]
+    for t in like:
+        n = t.numel()
+        out.append(V[offset : offset + n].T.reshape(k, *t.shape))
+        offset += n
+    return out
+
+
+def flatten(parts: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+    """Inverse of :func:`unflatten`: ``k x shape`` tensors to a ``dim x k`` matrix."""
+    return torch.cat([p.reshape(k, -1) for p in parts], dim=1).T
+
+
+def _grad(
+    outputs: Sequence[torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    grad_outputs: Sequence[torch.Tensor],
+    batched: bool,
+) -> list[torch.Tensor]:
+    got = torch.autograd.grad(
+        list(outputs),
+        list(inputs),
+        list(grad_outputs),
+        retain_graph=True,
+        allow_unused=True,
+        is_grads_batched=batched,
+    )
+    k = grad_outputs[0].shape[0] if batched else None
+    out = []
+    for g, x in zip(got, inputs):
+        if g is None:
+            shape = (k, *x.shape) if batched else x.shape
+            g = torch.zeros(shape, dtype=x.dtype, device=x.device)
+        out.append(g)
+    return out
+
+
+class _Batched:
+    """Runs products batched over columns when autograd can, column by column otherwise.
+
+    Batched products (``is_grads_batched``) go through vmap batching rules. Those rules are not
+    all right: in torch 2.13, vmapped second derivatives of batch norm in training mode are
+    wrong through :mod:`torch.func`. So the first batched call is checked once against an
+    unbatched product of its first column; on disagreement batching is switched off for good.
+    """
+
+    def __init__(self) -> None:
+        self._batch_ok: bool | None = None
+
+    def run(
+        self,
+        fn: Callable[[list[torch.Tensor], bool], list[torch.Tensor]],
+        parts: list[torch.Tensor],
+    ) -> list[torch.Tensor]:
+        k = parts[0].shape[0]
+        if k > 1 and self._batch_ok is not False:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out = fn(parts, True)
+            except RuntimeError:
+                self._batch_ok = False
+            else:
+                if self._batch_ok is None:
+                    self._batch_ok = _agrees([o[0] for o in out], fn([p[0] for p in parts], False))
+                if self._batch_ok:
+                    return out
+        cols = [fn([p[j] for p in parts], False) for j in range(k)]
+        return [torch.stack([c[i] for c in cols]) for i in range(len(cols[0]))]
+
+
+def _agrees(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    eps = torch.finfo(a[0].dtype).eps
+    scale = max(max(float(t.abs().max()) for t in b if t.numel()), 1e-300)
+    return all(float((x - y).abs().max()) <= 1e3 * eps * scale for x, y in zip(a, b) if x.numel())
+
+
+class GaussNewtonEngine:
+    """Products with ``c J^T J`` for ``J = d f / d primals`` at the given point.
+
+    Args:
+        f: the function (primals -> one tensor).
+        primals: the point; detached copies are differentiated.
+        scale: the constant c.
+        backend: see module docstring.
+        what: words for error messages ("block 3 w.r.t. its weights").
+    """
+
+    def __init__(
+        self,
+        f: Callable[..., torch.Tensor],
+        primals: Sequence[torch.Tensor],
+        *,
+        scale: float,
+        backend: Backend,
+        what: str,
+    ) -> None:
+        self.f = f
+        self.scale = scale
+        self.backend = backend
+        self.primals = [p.detach().requires_grad_(True) for p in primals]
+        self._batched = _Batched()
+        with torch.enable_grad():
+            if backend == "double-backprop":
+                self.out = f(*self.primals)
+                _require_grad(self.out, what)
+                self._u = torch.zeros_like(self.out, requires_grad=True)
+                jt_u = torch.autograd.grad(
+                    self.out, self.primals, self._u, create_graph=True, allow_unused=True
+                )
+                # Only the parts that depend on u carry a J v contribution.
+                self._jt_u = [(i, g) for i, g in enumerate(jt_u) if g is not None and g.requires_grad]
+            else:
+                self.out, self._vjp = func_vjp(f, *[p.detach() for p in self.primals])
+                _require_grad_func(self.out, what)
+
+    def _jvp(self, tangents: list[torch.Tensor], batched: bool) -> torch.Tensor:
+        outs = [g for _, g in self._jt_u]
+        tans = [tangents[i] for i, _ in self._jt_u]
+        if not outs:
+            shape = (tangents[0].shape[0], *self.out.shape) if batched else self.out.shape
+            return torch.zeros(shape, dtype=self.out.dtype, device=self.out.device)
+        return _grad(outs, [self._u], tans, batched)[0]
+
+    def _product(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+        Jv = self._jvp(tangents, batched)
+        return _grad([self.out], self.primals, [Jv], batched)
+
+    def _product_func(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+        primals = tuple(p.detach() for p in self.primals)
+        _, Jv = func_jvp(self.f, primals, tuple(tangents))
+        return list(self._vjp(Jv))
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        parts = unflatten(V, self.primals)
+        k = V.shape[1]
+        if self.backend == "double-backprop":
+            out = self._batched.run(self._product, parts)
+        else:
+            cols = [self._product_func([p[j] for p in parts], False) for j in range(k)]
+            out = [torch.stack([c[i] for c in cols]) for i in range(len(parts))]
+        return flatten(out, k) * self.scale
+
+
+class HessianEngine:
+    """Products with ``scale * d^2 phi / d primals^2`` for a scalar function phi.
+
+    Args:
+        phi: scalar function of the primals.
+        primals: the point.
+        scale: constant factor applied to every product.
+        backend: see module docstring.
+        what: words for error messages.
+    """
+
+    def __init__(
+        self,
+        phi: Callable[..., torch.Tensor],
+        primals: Sequence[torch.Tensor],
+        *,
+        scale: float,
+        backend: Backend,
+        what: str,
+    ) -> None:
+        self.phi = phi
+        self.scale = scale
+        self.backend = backend
+        self.primals = [p.detach().requires_grad_(True) for p in primals]
+        self._batched = _Batched()
+        if backend == "double-backprop":
+            with torch.enable_grad():
+                value = phi(*self.primals)
+                _require_grad(value, what)
+                grads = torch.autograd.grad(value, self.primals, create_graph=True, allow_unused=True)
+            self._grads = [(i, g) for i, g in enumerate(grads) if g is not None and g.requires_grad]
+
+    def _product(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+        if not self._grads:
+            return [torch.zeros_like(t) for t in tangents]
+        outs = [g for _, g in self._grads]
+        tans = [tangents[i] for i, _ in self._grads]
+        return _grad(outs, self.primals, tans, batched)
+
+    def _product_func(self, tangents: list[torch.Tensor]) -> list[torch.Tensor]:
+        n = len(self.primals)
+        g = func_grad(self.phi, argnums=tuple(range(n)))
+        primals = tuple(p.detach() for p in self.primals)
+        _, hv = func_jvp(g, primals, tuple(tangents))
+        return list(hv)
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        parts = unflatten(V, self.primals)
+        k = V.shape[1]
+        if self.backend == "double-backprop":
+            out = self._batched.run(self._product, parts)
+        else:
+            cols = [self._product_func([p[j] for p in parts]) for j in range(k)]
+            out = [torch.stack([c[i] for c in cols]) for i in range(len(parts))]
+        return flatten(out, k) * self.scale
+
+
+def _require_grad(t: torch.Tensor, what: str) -> None:
+    if not t.requires_grad:
+        raise OperatorError(
+            f"{what} is not differentiable (its output does not depend on the variables); "
+            "pick another block or wrt"
+        )
+
+
+def _require_grad_func(t: torch.Tensor, what: str) -> None:
+    if not t.is_floating_point():
+        raise OperatorError(f"{what} does not return a floating-point tensor; not differentiable")

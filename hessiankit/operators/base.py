@@ -1,0 +1,148 @@
+"""Symmetric linear operators on flat vectors.
+
+Solvers only see this interface: a dimension, a dtype, a device and ``matmat``. Vectors are flat
+1-D tensors of length ``dim`` (matrices ``dim x k``); an operator that acts on several tensors
+(a block's weight and bias) flattens and concatenates them in a fixed order.
+
+Example:
+    >>> import torch
+    >>> from hessiankit.operators import MatrixOperator
+    >>> A = MatrixOperator(torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64))
+    >>> A.matvec(torch.tensor([1.0, 1.0], dtype=torch.float64)).tolist()
+    [3.0, 3.0]
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import scipy.sparse.linalg as spla
+import torch
+
+from hessiankit.errors import OperatorError
+
+__all__ = ["MatrixOperator", "SymmetricOperator", "dense_memory_bytes"]
+
+
+def dense_memory_bytes(dim: int, dtype: torch.dtype = torch.float64) -> int:
+    """Bytes a ``dim x dim`` matrix of ``dtype`` takes (what materialising costs at least)."""
+    return dim * dim * torch.empty((), dtype=dtype).element_size()
+
+
+class SymmetricOperator(ABC):
+    """A symmetric linear map ``R^dim -> R^dim`` known through products.
+
+    Subclasses implement :meth:`_matmat`; this base casts inputs, checks shapes and counts
+    products (one per column).
+
+    Attributes:
+        dim: dimension n.
+        dtype: dtype products are computed in.
+        device: device products are computed on.
+        is_psd: ``True`` when the operator is positive semi-definite by construction
+            (Gauss-Newton), ``None`` when unknown.
+        num_products: products computed so far (columns, not calls).
+    """
+
+    is_psd: bool | None = None
+
+    def __init__(self, dim: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.dim = int(dim)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.num_products = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.dim, self.dim)
+
+    @abstractmethod
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """Products with the columns of ``V`` (``dim x k``, operator dtype and device)."""
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``A @ V`` for a ``dim x k`` matrix; the result has the operator's dtype."""
+        if V.ndim != 2 or V.shape[0] != self.dim:
+            raise OperatorError(f"expected a ({self.dim}, k) matrix, got {tuple(V.shape)}")
+        if V.shape[1] == 0:
+            return V.new_zeros((self.dim, 0), dtype=self.dtype, device=self.device)
+        out = self._matmat(V.to(device=self.device, dtype=self.dtype))
+        self.num_products += V.shape[1]
+        return out
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``A @ v`` for a vector of length ``dim``."""
+        if v.ndim != 1 or v.shape[0] != self.dim:
+            raise OperatorError(f"expected a vector of length {self.dim}, got {tuple(v.shape)}")
+        return self.matmat(v[:, None])[:, 0]
+
+    def __matmul__(self, other: torch.Tensor) -> torch.Tensor:
+        return self.matvec(other) if other.ndim == 1 else self.matmat(other)
+
+    def to_scipy(self) -> spla.LinearOperator:
+        """A :class:`scipy.sparse.linalg.LinearOperator` in float64 (host arrays).
+
+        Each SciPy product moves one vector between host and device; for long runs on a GPU
+        prefer hessiankit's own solvers, which keep vectors on the device.
+        """
+
+        def mm(x: np.ndarray) -> np.ndarray:
+            X = torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(self.dim, -1)
+            return self.matmat(X).to(torch.float64).cpu().numpy()
+
+        return spla.LinearOperator(
+            shape=self.shape,
+            matvec=lambda x: mm(x).ravel(),
+            matmat=mm,
+            rmatvec=lambda x: mm(x).ravel(),
+            rmatmat=mm,
+            dtype=np.float64,
+        )
+
+    def to_dense(self, *, chunk: int = 64, max_bytes: int = 4 * 2**30) -> torch.Tensor:
+        """Materialise the operator as a ``dim x dim`` float64 matrix (products with I).
+
+        Args:
+            chunk: columns per product call.
+            max_bytes: refuse when the float64 matrix would exceed this many bytes.
+
+        Raises:
+            OperatorError: the matrix would not fit in ``max_bytes``.
+        """
+        need = dense_memory_bytes(self.dim)
+        if need > max_bytes:
+            raise OperatorError(
+                f"materialising this operator (dimension {self.dim}) needs "
+                f"{need / 2**30:.1f} GiB, over the {max_bytes / 2**30:.1f} GiB limit; "
+                "use method 'lanczos' instead of 'dense'"
+            )
+        out = torch.empty((self.dim, self.dim), dtype=torch.float64, device=self.device)
+        for start in range(0, self.dim, chunk):
+            stop = min(start + chunk, self.dim)
+            E = torch.zeros((self.dim, stop - start), dtype=self.dtype, device=self.device)
+            E[torch.arange(start, stop), torch.arange(stop - start)] = 1
+            out[:, start:stop] = self.matmat(E).to(torch.float64)
+        return out
+
+
+class MatrixOperator(SymmetricOperator):
+    """A symmetric matrix held in memory, as an operator (tests, analytic references).
+
+    Args:
+        matrix: square symmetric tensor or array.
+        is_psd: declare positive semi-definiteness when known.
+    """
+
+    def __init__(self, matrix: torch.Tensor | np.ndarray, *, is_psd: bool | None = None) -> None:
+        M = torch.as_tensor(matrix)
+        if M.ndim != 2 or M.shape[0] != M.shape[1]:
+            raise OperatorError(f"a MatrixOperator needs a square matrix, got {tuple(M.shape)}")
+        if not M.is_floating_point():
+            M = M.to(torch.float64)
+        super().__init__(M.shape[0], M.dtype, M.device)
+        self.matrix = M
+        self.is_psd = is_psd
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.matrix @ V

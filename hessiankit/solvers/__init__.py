@@ -1,0 +1,25 @@
+"""Solvers: they only know a symmetric ``matmat``; results are frozen dataclasses."""
+
+from hessiankit.solvers.condition import condition_from_eigenvalues, condition_from_extremes
+from hessiankit.solvers.dense import DenseResult, dense_eigh
+from hessiankit.solvers.lanczos import KrylovResult, default_rank_rtol, lanczos
+from hessiankit.solvers.power import PowerResult, power_iteration
+from hessiankit.solvers.results import ConditionNumber, Eigenpairs, SpectrumResult
+from hessiankit.solvers.spectrum import Method, spectrum
+
+__all__ = [
+    "ConditionNumber",
+    "DenseResult",
+    "Eigenpairs",
+    "KrylovResult",
+    "Method",
+    "PowerResult",
+    "SpectrumResult",
+    "condition_from_eigenvalues",
+    "condition_from_extremes",
+    "default_rank_rtol",
+    "dense_eigh",
+    "lanczos",
+    "power_iteration",
+    "spectrum",
+]

@@ -1,0 +1,206 @@
+"""Frozen result objects: every eigenvalue comes with its residual, its error bound, whether it
+converged, and the precision the operator's arithmetic allows.
+
+Meaning of the numbers, for a Ritz pair ``(theta, y)`` with ``||y|| = 1`` of a symmetric A:
+
+``residual``
+    ``||A y - theta y||``. Some eigenvalue of A lies within this distance of theta (a rigorous
+    bound for symmetric matrices, up to the operator's own rounding).
+``error_bound``
+    ``min(residual, residual^2 / gap)`` with gap the distance to the nearest other Ritz value
+    (Parlett's refined bound; an estimate once the neighbours have converged), never below
+    ``precision``.
+``precision``
+    the floor set by the operator's arithmetic: about ``100 eps(dtype) ||A||`` for iterative
+    methods; for dense ones the asymmetry of the materialised matrix plus rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+__all__ = ["ConditionNumber", "Eigenpairs", "SpectrumResult"]
+
+
+def _frozen(a: np.ndarray | list[float] | list[bool], dtype: type) -> np.ndarray:
+    arr = np.array(a, dtype=dtype)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Eigenpairs:
+    """Eigenvalue estimates at one end of the spectrum.
+
+    Attributes:
+        which: ``"top"`` (descending order) or ``"bottom"`` (ascending order).
+        eigenvalues: estimates, float64.
+        residuals: ``||A y - theta y||`` per estimate.
+        error_bounds: bound on ``|lambda - theta|`` per estimate (see module docstring).
+        converged: whether each estimate met the tolerance (or the precision floor).
+        eigenvectors: ``dim x k`` float64 Ritz vectors, when asked for.
+    """
+
+    which: Literal["top", "bottom"]
+    eigenvalues: np.ndarray
+    residuals: np.ndarray
+    error_bounds: np.ndarray
+    converged: np.ndarray
+    eigenvectors: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        which: Literal["top", "bottom"],
+        eigenvalues: np.ndarray | list[float],
+        residuals: np.ndarray | list[float],
+        error_bounds: np.ndarray | list[float],
+        converged: np.ndarray | list[bool],
+        eigenvectors: torch.Tensor | None = None,
+    ) -> Eigenpairs:
+        return cls(
+            which=which,
+            eigenvalues=_frozen(eigenvalues, np.float64),
+            residuals=_frozen(residuals, np.float64),
+            error_bounds=_frozen(error_bounds, np.float64),
+            converged=_frozen(converged, np.bool_),
+            eigenvectors=eigenvectors,
+        )
+
+    @classmethod
+    def empty(cls, which: Literal["top", "bottom"]) -> Eigenpairs:
+        return cls.build(which, [], [], [], [])
+
+    def __len__(self) -> int:
+        return int(self.eigenvalues.shape[0])
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(self.converged.all())
+
+
+@dataclass(frozen=True)
+class ConditionNumber:
+    """Condition number on the range space (paper digest, section 3).
+
+    Local Hessians are often singular (batch-norm scale direction, dead ReLUs, more weights
+    than samples), so the ratio is taken over the eigenvalues above ``threshold``.
+
+    Attributes:
+        lambda_max: largest eigenvalue (algebraic).
+        lambda_min: smallest eigenvalue (algebraic), ``None`` when not computed.
+        lambda_min_nonzero: smallest eigenvalue with ``|lambda| > threshold`` (for PSD
+            operators; for indefinite ones the smallest magnitude above threshold), ``None``
+            when it could not be determined.
+        rank: number of eigenvalues above threshold in magnitude, ``None`` when unknown
+            (iterative methods do not see the whole spectrum).
+        nullity: ``dimension - rank``, ``None`` when unknown.
+        threshold: ``rtol * max |lambda|``.
+        rtol: relative tolerance that defines "nonzero".
+        kappa: ``max|lambda| / lambda_min_nonzero`` (on the range), ``None`` when unknown.
+        kappa_plain: ``max|lambda| / min|lambda|`` when the smallest magnitude is not zero
+            (a nonsingular operator), else ``None``.
+        converged: whether both numbers behind ``kappa`` converged.
+        note: why a number is missing, empty when nothing is.
+    """
+
+    lambda_max: float
+    lambda_min: float | None
+    lambda_min_nonzero: float | None
+    rank: int | None
+    nullity: int | None
+    threshold: float
+    rtol: float
+    kappa: float | None
+    kappa_plain: float | None
+    converged: bool
+    note: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class SpectrumResult:
+    """The spectrum of one operator: extreme eigenvalues and the condition number.
+
+    Attributes:
+        method: ``"dense"``, ``"lanczos"`` or ``"power"``.
+        dimension: operator dimension n.
+        dtype: dtype of the operator's products (the solver state is float64 regardless).
+        seed: seed of the random start vectors (``None`` for dense).
+        tol: requested relative tolerance.
+        top: largest eigenvalues, descending.
+        bottom: smallest eigenvalues, ascending (for PSD operators solved by Lanczos from the
+            range: the smallest *nonzero* ones).
+        condition: condition number on the range.
+        num_products: operator products (columns) used.
+        seconds: wall time.
+        precision: absolute accuracy floor set by the operator's arithmetic.
+        breakdowns: invariant subspaces met (Krylov restarts).
+        exhausted: the Krylov basis spans the whole space, so every eigenvalue is known.
+        eigenvalues: the whole spectrum ascending, when known (dense or exhausted).
+        operator: the operator's own description (block, wrt, kind, ...).
+        bottom_on_range: ``bottom`` holds the smallest eigenvalues above the null threshold
+            (PSD operators) rather than the algebraically smallest.
+    """
+
+    method: str
+    dimension: int
+    dtype: str
+    seed: int | None
+    tol: float
+    top: Eigenpairs
+    bottom: Eigenpairs
+    condition: ConditionNumber
+    num_products: int
+    seconds: float
+    precision: float
+    breakdowns: int = 0
+    exhausted: bool = False
+    eigenvalues: np.ndarray | None = None
+    operator: dict[str, object] = field(default_factory=dict)
+    bottom_on_range: bool = False
+
+    @property
+    def converged(self) -> bool:
+        """Whether every reported eigenvalue converged."""
+        return self.top.all_converged and self.bottom.all_converged
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain numbers for JSON (no tensors)."""
+        c = self.condition
+        return {
+            **self.operator,
+            "method": self.method,
+            "dimension": self.dimension,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "tol": self.tol,
+            "eigenvalues": self.top.eigenvalues.tolist(),
+            "residuals": self.top.residuals.tolist(),
+            "error_bounds": self.top.error_bounds.tolist(),
+            "converged": self.top.converged.tolist(),
+            "smallest": self.bottom.eigenvalues.tolist(),
+            "smallest_residuals": self.bottom.residuals.tolist(),
+            "smallest_error_bounds": self.bottom.error_bounds.tolist(),
+            "smallest_converged": self.bottom.converged.tolist(),
+            "smallest_on_range": self.bottom_on_range,
+            "lambda_max": c.lambda_max,
+            "lambda_min": c.lambda_min,
+            "lambda_min_nonzero": c.lambda_min_nonzero,
+            "rank": c.rank,
+            "nullity": c.nullity,
+            "rank_threshold": c.threshold,
+            "rank_rtol": c.rtol,
+            "condition_number": c.kappa,
+            "condition_number_plain": c.kappa_plain,
+            "condition_converged": c.converged,
+            "condition_note": c.note,
+            "precision": self.precision,
+            "num_products": self.num_products,
+            "breakdowns": self.breakdowns,
+            "exhausted": self.exhausted,
+            "seconds": self.seconds,
+        }
