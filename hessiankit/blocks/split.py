@@ -71,10 +71,13 @@ class Block:
     num_params: int
 
     def contains(self, path: str) -> bool:
-        """Whether ``path`` names this block or one of its modules (or their ancestors)."""
+        """Whether ``path`` names this block, one of its modules, an ancestor or a submodule."""
         if path == self.name:
             return True
-        return any(m == path or m.startswith(path + ".") for m in self.module_names)
+        return any(
+            m == path or m.startswith(path + ".") or path.startswith(m + ".")
+            for m in self.module_names
+        )
 
     def __repr__(self) -> str:
         flags = "".join([" bn" if self.has_bn else "", " skip" if self.has_skip else ""])

@@ -306,13 +306,15 @@ def _select(
 ) -> tuple[_Selected, _Selected, bool]:
     """Pick the wanted Ritz pairs at each end, bound their errors, test convergence."""
     s = theta.shape[0]
-    gaps = np.full(s, np.inf)
+    # Gap to the nearest other eigenvalue, made conservative: a neighbour's eigenvalue is only
+    # known to lie within its own residual. With no neighbour the gap is unknown (zero).
+    gaps = np.zeros(s)
     if s > 1:
-        d = np.abs(theta[:, None] - theta[None, :])
+        d = np.abs(theta[:, None] - theta[None, :]) - res[None, :]
         np.fill_diagonal(d, np.inf)
-        gaps = d.min(axis=1)
+        gaps = np.maximum(d.min(axis=1), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        refined = np.where(gaps > 0, res**2 / gaps, res)
+        refined = np.where(gaps > res, res**2 / np.where(gaps > 0, gaps, 1.0), res)
     bounds = np.maximum(np.minimum(res, refined), precision)
     conv = bounds <= np.maximum(tol * np.abs(theta), precision)
     top_idx = np.arange(s - 1, max(s - 1 - top, -1), -1)
