@@ -15,7 +15,7 @@ w.r.t. the block's weights and w.r.t. its input: the local Hessian. ::
 Operators: :class:`LocalHessian` (kinds ``"gauss-newton"``, ``"exact"``), :class:`LossHessian`
 (the training-loss Hessian other tools compute), :func:`hessian_operator` (either, by kind),
 :class:`MatrixOperator`. Solvers: :func:`spectrum` (auto: dense or Lanczos), :func:`lanczos`,
-:func:`power_iteration`, :func:`dense_eigh`.
+:func:`power_iteration`, :func:`dense_eigh`, :func:`trace` (Hutchinson, Hutch++).
 """
 
 from hessiankit._version import __version__
@@ -32,10 +32,14 @@ from hessiankit.solvers import (
     ConditionNumber,
     Eigenpairs,
     SpectrumResult,
+    TraceResult,
     dense_eigh,
+    hutch_plus_plus,
+    hutchinson,
     lanczos,
     power_iteration,
     spectrum,
+    trace,
 )
 
 __all__ = [
@@ -50,12 +54,16 @@ __all__ = [
     "MatrixOperator",
     "SpectrumResult",
     "SymmetricOperator",
+    "TraceResult",
     "__version__",
     "capture",
     "dense_eigh",
     "hessian_operator",
+    "hutch_plus_plus",
+    "hutchinson",
     "lanczos",
     "power_iteration",
     "spectrum",
     "split_blocks",
+    "trace",
 ]

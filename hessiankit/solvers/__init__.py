@@ -6,6 +6,7 @@ from hessiankit.solvers.lanczos import KrylovResult, default_rank_rtol, lanczos
 from hessiankit.solvers.power import PowerResult, power_iteration
 from hessiankit.solvers.results import ConditionNumber, Eigenpairs, SpectrumResult
 from hessiankit.solvers.spectrum import Method, spectrum
+from hessiankit.solvers.trace import TraceResult, hutch_plus_plus, hutchinson, trace
 
 __all__ = [
     "ConditionNumber",
@@ -15,11 +16,15 @@ __all__ = [
     "Method",
     "PowerResult",
     "SpectrumResult",
+    "TraceResult",
     "condition_from_eigenvalues",
     "condition_from_extremes",
     "default_rank_rtol",
     "dense_eigh",
+    "hutch_plus_plus",
+    "hutchinson",
     "lanczos",
     "power_iteration",
     "spectrum",
+    "trace",
 ]
