@@ -2,7 +2,7 @@
 
 from hessiankit.solvers.condition import condition_from_eigenvalues, condition_from_extremes
 from hessiankit.solvers.dense import DenseResult, dense_eigh
-from hessiankit.solvers.lanczos import KrylovResult, default_rank_rtol, lanczos
+from hessiankit.solvers.lanczos import KrylovResult, LanczosIteration, default_rank_rtol, lanczos
 from hessiankit.solvers.power import PowerResult, power_iteration
 from hessiankit.solvers.results import ConditionNumber, Eigenpairs, SpectrumResult
 from hessiankit.solvers.spectrum import Method, spectrum
@@ -13,6 +13,7 @@ __all__ = [
     "DenseResult",
     "Eigenpairs",
     "KrylovResult",
+    "LanczosIteration",
     "Method",
     "PowerResult",
     "SpectrumResult",

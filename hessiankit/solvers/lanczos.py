@@ -28,16 +28,19 @@ Example:
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.solvers import lanczos
     >>> A = MatrixOperator(torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64)))
-    >>> r = lanczos(A, top=2, bottom=1, seed=0)
-    >>> [round(v, 8) for v in r.top.eigenvalues], round(float(r.bottom.eigenvalues[0]), 8)
+    >>> r = lanczos(A, top=2, bottom=1, tol=1e-10, seed=0)
+    >>> [round(float(v), 8) for v in r.top.eigenvalues], round(float(r.bottom.eigenvalues[0]), 8)
     ([100.0, 99.0], 1.0)
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -47,7 +50,7 @@ from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.solvers.results import Eigenpairs
 
-__all__ = ["KrylovResult", "default_rank_rtol", "lanczos"]
+__all__ = ["KrylovResult", "LanczosIteration", "default_rank_rtol", "lanczos"]
 
 Start = Literal["auto", "random", "range"]
 ProgressFn = Callable[[int, int], None]
@@ -79,6 +82,9 @@ class KrylovResult:
         precision: accuracy floor from the operator's dtype.
         null_threshold: eigenvalues at most this large in magnitude count as zero.
         range_start: whether the run started in the operator's range.
+        restarts: thick restarts made to stay within ``max_basis_bytes``.
+        basis_bytes: peak bytes the float64 basis took.
+        max_basis_bytes: the basis budget (``None``: unlimited).
     """
 
     top: Eigenpairs
@@ -92,13 +98,17 @@ class KrylovResult:
     precision: float
     null_threshold: float
     range_start: bool
+    restarts: int = 0
+    basis_bytes: int = 0
+    max_basis_bytes: int | None = None
 
 
 class _Basis:
     """A growing float64 orthonormal basis stored contiguously (doubling capacity)."""
 
-    def __init__(self, n: int, device: torch.device, capacity: int) -> None:
+    def __init__(self, n: int, device: torch.device, capacity: int, limit: int | None = None) -> None:
         self.n = n
+        self.limit = n if limit is None else limit
         self._Q = torch.empty((n, max(capacity, 1)), dtype=torch.float64, device=device)
         self.size = 0
 
@@ -110,7 +120,7 @@ class _Basis:
         need = self.size + X.shape[1]
         if need > self._Q.shape[1]:
             grown = torch.empty(
-                (self.n, min(self.n, max(need, 2 * self._Q.shape[1]))),
+                (self.n, min(self.limit, max(need, 2 * self._Q.shape[1]))),
                 dtype=torch.float64,
                 device=self._Q.device,
             )
@@ -118,6 +128,13 @@ class _Basis:
             self._Q = grown
         self._Q[:, self.size : need] = X
         self.size = need
+
+    def reset(self, Y: torch.Tensor) -> None:
+        """Replace the basis by the orthonormal columns of Y (thick restart, resume)."""
+        cols = max(self._Q.shape[1], Y.shape[1], 1)
+        self._Q = torch.empty((self.n, cols), dtype=torch.float64, device=Y.device)
+        self._Q[:, : Y.shape[1]] = Y
+        self.size = Y.shape[1]
 
     def project_out(self, W: torch.Tensor) -> torch.Tensor:
         """Coefficients ``Q^T W`` (two passes) and W minus its projection, in place."""
@@ -139,6 +156,314 @@ def _svqb(W: torch.Tensor, threshold: float) -> torch.Tensor:
     return W @ (V[:, keep] / evals[keep].sqrt())
 
 
+class LanczosIteration:
+    """Block Lanczos as a resumable state machine: ask for a block, give back its product.
+
+    :func:`lanczos` drives one of these against one operator. Holding the iteration apart from
+    the operator lets a caller (i) drive several iterations with one product call (every
+    block's local Hessian at once, :mod:`hessiankit.operators.all_blocks`), and (ii) save the
+    Krylov state to a file and resume after an interruption with bit-identical results.
+
+    Memory budget: the basis holds ``k`` float64 vectors of length n. With ``max_basis_bytes``
+    the basis is kept under the budget by *thick restart* (Wu & Simon 2000): when the next block
+    would not fit, the basis is replaced by the wanted Ritz vectors (plus as many neighbours as
+    fit in half the budget) followed by the pending block. With full reorthogonalisation,
+    ``T = Q^T A Q`` is rebuilt by projection, so after a restart it is ``diag(theta)`` on the
+    kept vectors and the next products fill in the rest; the state stays float64.
+
+    Usage::
+
+        it = LanczosIteration(op.dim, op.dtype, op.device, top=3, is_psd=op.is_psd)
+        while (X := it.pending()) is not None:
+            it.feed(op.matmat(X))
+        result = it.result()
+    """
+
+    def __init__(
+        self,
+        n: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+        *,
+        top: int = 1,
+        bottom: int = 0,
+        block_size: int = 1,
+        tol: float = 1e-6,
+        max_products: int | None = None,
+        seed: int = 0,
+        start: Start = "auto",
+        is_psd: bool | None = None,
+        rank_rtol: float | None = None,
+        max_basis_bytes: int | None = None,
+    ) -> None:
+        if top < 0 or bottom < 0 or top + bottom < 1:
+            raise OperatorError("ask for at least one eigenvalue (top >= 1 or bottom >= 1)")
+        if top > n or bottom > n:
+            raise OperatorError(
+                f"asked for {max(top, bottom)} eigenvalues of an operator of dimension {n}; "
+                f"ask for at most {n}"
+            )
+        if start not in ("auto", "random", "range"):
+            raise OperatorError(f"unknown start {start!r}; use 'auto', 'random' or 'range'")
+        self.n = n
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.top = top
+        self.bottom = bottom
+        self.p = p = max(1, min(int(block_size), n))
+        self.tol = float(tol)
+        self.seed = int(seed)
+        self.range_start = start == "range" or (start == "auto" and is_psd is True)
+        self.budget = int(max_products or min(n + p, max(300, 40 * (top + bottom) * p)))
+        self.rtol = default_rank_rtol(n, dtype) if rank_rtol is None else float(rank_rtol)
+        self._eps = torch.finfo(dtype).eps
+        self.max_columns = n
+        if max_basis_bytes is not None:
+            self.max_columns = min(n, int(max_basis_bytes) // (8 * n))
+            need = top + bottom + 2 * p
+            if self.max_columns < min(n, need):
+                raise OperatorError(
+                    f"a Krylov basis budget of {max_basis_bytes} bytes holds "
+                    f"{self.max_columns} vectors of length {n}; this run needs at least "
+                    f"{need} (top + bottom + 2 x block size): raise max_basis_bytes to "
+                    f"{need * 8 * n} or ask for fewer eigenvalues"
+                )
+        self.max_basis_bytes = max_basis_bytes
+        self._gen = torch.Generator().manual_seed(self.seed)
+        self.products = 0
+        self.breakdowns = 0
+        self.restarts = 0
+        self.anorm = 0.0
+        self.exhausted = False
+        self.finished = False
+        self.peak_columns = 0
+        self._basis = _Basis(n, self.device, capacity=min(self.max_columns, 4 * p + 64), limit=self.max_columns)
+        self._T = np.zeros((16, 16))
+        self._G = np.zeros((0, 0))
+        self._s0 = 0
+        self._phase = "start" if self.range_start else "iterate"
+        X = self._randn(p)
+        if not self.range_start:
+            X = self._orthonormal_start(X)
+        self._X = X
+
+    # -- the protocol -------------------------------------------------------------------------
+    def pending(self) -> torch.Tensor | None:
+        """The float64 ``n x k`` block whose product is needed next, ``None`` when finished."""
+        return None if self.finished else self._X
+
+    def feed(self, AX: torch.Tensor) -> None:
+        """Give the product ``A @ pending()`` (any float dtype, the operator's device)."""
+        if self.finished:
+            raise OperatorError("this Lanczos iteration has finished; read its result()")
+        W = AX.to(device=self.device, dtype=torch.float64)
+        if W.shape != self._X.shape:
+            raise OperatorError(f"expected a product of shape {tuple(self._X.shape)}, got {tuple(W.shape)}")
+        self.products += self._X.shape[1]
+        if self._phase == "start":
+            self._phase = "iterate"
+            self._X = self._orthonormal_start(W)
+            return
+        self._step(W)
+
+    # -- the algorithm ------------------------------------------------------------------------
+    def _randn(self, k: int) -> torch.Tensor:
+        # Drawn on the CPU so results do not depend on the device.
+        return torch.randn((self.n, k), generator=self._gen, dtype=torch.float64).to(self.device)
+
+    def _orthonormal_start(self, X: torch.Tensor) -> torch.Tensor:
+        X = _svqb(_svqb(X, 0.0), 0.0)
+        if X.shape[1] < self.p:  # A times random is rank deficient: fill from random
+            X = _fill(X, self._basis, self._randn, self.p)
+        self._basis.append(X)
+        self.peak_columns = max(self.peak_columns, self._basis.size)
+        return X
+
+    def _step(self, W: torch.Tensor) -> None:
+        basis, X = self._basis, self._X
+        s0 = basis.size - X.shape[1]
+        H = basis.project_out(W).cpu().numpy()
+        s = basis.size
+        if s > self._T.shape[0]:
+            self._T = _grow(self._T, max(s, 2 * self._T.shape[0]))
+        T = self._T
+        T[:s, s0:s] = H
+        T[s0:s, :s] = H.T
+        T[s0:s, s0:s] = 0.5 * (H[s0:s] + H[s0:s].T)
+        self._s0 = s0
+        self._G = (W.T @ W).cpu().numpy()
+        theta, S, res = self._ritz()
+        self.anorm = max(self.anorm, float(np.abs(theta).max()))
+        self.exhausted = s >= self.n and self.restarts == 0
+        _, _, done = self._selection(theta, S, res)
+        if done or self.exhausted or self.products + self.p > self.budget:
+            self.finished = True
+            return
+        # Next block: W's directions above the breakdown threshold, random fill for the rest.
+        p_next = min(self.p, self.n - s) if self.restarts == 0 else self.p
+        Xn = _svqb(W, 10.0 * self._eps * self.anorm)
+        if Xn.shape[1] > 0:
+            basis.project_out(Xn)
+            Xn = _svqb(Xn, 0.5)
+        if Xn.shape[1] > p_next:
+            Xn = Xn[:, :p_next]
+        if Xn.shape[1] < p_next:
+            self.breakdowns += p_next - Xn.shape[1]
+            Xn = _fill(Xn, basis, self._randn, p_next)
+        if basis.size + Xn.shape[1] > self.max_columns:
+            self._restart(theta, S, res)
+        basis.append(Xn)
+        self.peak_columns = max(self.peak_columns, basis.size)
+        self._X = Xn
+
+    def _ritz(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = self._basis.size
+        theta, S = np.linalg.eigh(self._T[:s, :s])
+        last = S[self._s0 : s, :]
+        res = np.sqrt(np.maximum(np.einsum("ik,ij,jk->k", last, self._G, last), 0.0))
+        if s >= self.n and self.restarts == 0:
+            res = np.zeros_like(res)
+        return theta, S, res
+
+    def _selection(self, theta: np.ndarray, S: np.ndarray, res: np.ndarray) -> tuple[_Selected, _Selected, bool]:
+        return _select(
+            theta, S, res, self.top, self.bottom, self.tol,
+            _precision(self.anorm, self.dtype), self.rtol * self.anorm, self.range_start,
+        )
+
+    def _restart(self, theta: np.ndarray, S: np.ndarray, res: np.ndarray) -> None:
+        """Thick restart: keep the wanted Ritz vectors (and neighbours) in half the budget."""
+        s = theta.shape[0]
+        room = max(self.top + self.bottom, (self.max_columns - self.p) // 2)
+        room = min(room, self.max_columns - self.p, s)
+        order = np.arange(s)
+        if self.range_start and self.bottom:
+            low = order[theta > self.rtol * self.anorm]
+        else:
+            low = order
+        high = order[::-1]
+        if self.top and self.bottom:
+            n_bot = max(self.bottom, room * self.bottom // (self.top + self.bottom))
+            n_top = room - n_bot
+        elif self.top:
+            n_top, n_bot = room, 0
+        else:
+            n_top, n_bot = 0, room
+        keep = list(dict.fromkeys([*high[:n_top].tolist(), *low[:n_bot].tolist()]))
+        keep = np.array(sorted(keep, key=lambda i: theta[i]))
+        coeffs = torch.as_tensor(S[:, keep], dtype=torch.float64, device=self.device)
+        Y = self._basis.Q @ coeffs
+        self._basis.reset(Y)
+        k = len(keep)
+        self._T = np.zeros((max(16, 2 * k), max(16, 2 * k)))
+        self._T[np.arange(k), np.arange(k)] = theta[keep]
+        self.restarts += 1
+
+    # -- results ------------------------------------------------------------------------------
+    def result(self, *, keep_vectors: bool = False) -> KrylovResult:
+        """The Ritz pairs of the current basis (final once :attr:`finished`)."""
+        if self._phase == "start" or self._G.size == 0:
+            raise OperatorError("no Lanczos step has run yet; feed products until pending() is None")
+        theta, S, res = self._ritz()
+        top_pairs, bottom_pairs, _ = self._selection(theta, S, res)
+        vectors = self._basis.Q if keep_vectors else None
+        return KrylovResult(
+            top=_pairs("top", top_pairs, vectors),
+            bottom=_pairs("bottom", bottom_pairs, vectors),
+            ritz_values=theta,
+            num_products=self.products,
+            basis_size=self._basis.size,
+            breakdowns=self.breakdowns,
+            exhausted=self.exhausted,
+            anorm=self.anorm,
+            precision=_precision(self.anorm, self.dtype),
+            null_threshold=self.rtol * self.anorm,
+            range_start=self.range_start,
+            restarts=self.restarts,
+            basis_bytes=8 * self.n * self.peak_columns,
+            max_basis_bytes=self.max_basis_bytes,
+        )
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _config(self) -> dict[str, object]:
+        return {
+            "n": self.n, "dtype": str(self.dtype), "top": self.top, "bottom": self.bottom,
+            "p": self.p, "tol": self.tol, "seed": self.seed, "range_start": self.range_start,
+            "budget": self.budget, "rtol": self.rtol, "max_columns": self.max_columns,
+        }
+
+    def state_dict(self) -> dict[str, object]:
+        """The whole Krylov state as tensors and plain numbers (loads with ``weights_only``)."""
+        s = self._basis.size
+        return {
+            "version": _CHECKPOINT_VERSION,
+            "config": json.dumps(self._config(), sort_keys=True),
+            "Q": self._basis.Q.detach().cpu().clone(),
+            "T": torch.from_numpy(self._T[:s, :s].copy()),
+            "G": torch.from_numpy(self._G.copy()),
+            "X": self._X.detach().cpu().clone(),
+            "generator": self._gen.get_state(),
+            "counters": torch.tensor(
+                [self.products, self.breakdowns, self.restarts, self._s0, self.peak_columns,
+                 int(self.exhausted), int(self.finished), int(self._phase == "start")],
+                dtype=torch.int64,
+            ),
+            "anorm": self.anorm,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore a :meth:`state_dict` written by an iteration with the same settings.
+
+        Raises:
+            OperatorError: the state was written by a run with other settings.
+        """
+        if state.get("version") != _CHECKPOINT_VERSION or state.get("config") != json.dumps(
+            self._config(), sort_keys=True
+        ):
+            raise OperatorError(
+                "the Krylov checkpoint was written by a run with other settings (operator "
+                "dimension, dtype, top/bottom, block size, tol or seed); delete it or use another path"
+            )
+        Q = state["Q"]
+        T = state["T"]
+        assert isinstance(Q, torch.Tensor) and isinstance(T, torch.Tensor)
+        self._basis.reset(Q.to(self.device))
+        s = Q.shape[1]
+        self._T = np.zeros((max(16, 2 * s), max(16, 2 * s)))
+        self._T[:s, :s] = T.numpy()
+        self._G = state["G"].numpy()  # type: ignore[union-attr]
+        self._X = state["X"].to(self.device)  # type: ignore[union-attr]
+        self._gen.set_state(state["generator"])  # type: ignore[arg-type]
+        c = [int(v) for v in state["counters"].tolist()]  # type: ignore[union-attr]
+        self.products, self.breakdowns, self.restarts, self._s0, self.peak_columns = c[:5]
+        self.exhausted, self.finished = bool(c[5]), bool(c[6])
+        self._phase = "start" if c[7] else "iterate"
+        self.anorm = float(state["anorm"])  # type: ignore[arg-type]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`state_dict` to ``path`` atomically (a crash never leaves half a file)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Resume from a file written by :meth:`save` (tensors only: ``weights_only=True``)."""
+        try:
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+            raise OperatorError(
+                f"cannot read the Krylov checkpoint {str(path)!r} ({type(exc).__name__}); "
+                "delete it to start afresh"
+            ) from None
+        if not isinstance(state, dict):
+            raise OperatorError(f"{str(path)!r} is not a Krylov checkpoint; delete it or use another path")
+        self.load_state_dict(state)
+
+
+_CHECKPOINT_VERSION = 1
+
+
 def lanczos(
     op: SymmetricOperator,
     *,
@@ -152,6 +477,9 @@ def lanczos(
     rank_rtol: float | None = None,
     keep_vectors: bool = False,
     progress: ProgressFn | None = None,
+    max_basis_bytes: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 1,
 ) -> KrylovResult:
     """Extreme eigenvalues of a symmetric operator by block Lanczos.
 
@@ -171,104 +499,35 @@ def lanczos(
         rank_rtol: relative null threshold (default :func:`default_rank_rtol`).
         keep_vectors: return Ritz vectors.
         progress: called as ``progress(products_used, budget)`` after every step.
+        max_basis_bytes: memory budget of the float64 Krylov basis; when the next block would
+            not fit, the basis is thick-restarted (see :class:`LanczosIteration`). ``None``:
+            no limit (at most n vectors).
+        checkpoint: file of the Krylov state. When it exists the run resumes from it (a
+            finished state returns its result without products); the state is written every
+            ``checkpoint_every`` steps and at the end, so an interrupted run loses at most
+            that many steps and resumes to the same result.
+        checkpoint_every: steps between checkpoint writes.
 
     Raises:
-        OperatorError: ``top``/``bottom`` out of range.
+        OperatorError: ``top``/``bottom`` out of range, a budget too small for the request,
+            or a checkpoint written by a run with other settings.
     """
-    n = op.dim
-    if top < 0 or bottom < 0 or top + bottom < 1:
-        raise OperatorError("ask for at least one eigenvalue (top >= 1 or bottom >= 1)")
-    if top > n or bottom > n:
-        raise OperatorError(
-            f"asked for {max(top, bottom)} eigenvalues of an operator of dimension {n}; "
-            f"ask for at most {n}"
-        )
-    p = max(1, min(int(block_size), n))
-    range_start = start == "range" or (start == "auto" and op.is_psd is True)
-    budget = max_products or min(n + p, max(300, 40 * (top + bottom) * p))
-    rtol = default_rank_rtol(n, op.dtype) if rank_rtol is None else rank_rtol
-    eps_op = torch.finfo(op.dtype).eps
-    device = op.device
-    gen = torch.Generator().manual_seed(seed)
-
-    def randn(k: int) -> torch.Tensor:
-        return torch.randn((n, k), generator=gen, dtype=torch.float64).to(device)
-
-    def product(X: torch.Tensor) -> torch.Tensor:
-        return op.matmat(X).to(torch.float64)
-
-    products = 0
-    X = randn(p)
-    if range_start:
-        X = product(X)
-        products += p
-    basis = _Basis(n, device, capacity=min(n, 4 * p + 64))
-    X = _svqb(X, 0.0)
-    X = _svqb(X, 0.0)
-    if X.shape[1] < p:  # A times random is rank deficient: fill from random
-        X = _fill(X, basis, randn, p)
-    basis.append(X)
-    T = np.zeros((16, 16))
-    anorm = 0.0
-    breakdowns = 0
-    exhausted = False
-    top_pairs = bottom_pairs = None
-    theta = np.zeros(0)
-    while True:
-        W = product(X)
-        products += X.shape[1]
-        s0 = basis.size - X.shape[1]
-        H = basis.project_out(W).cpu().numpy()
-        s = basis.size
-        if s > T.shape[0]:
-            T = _grow(T, max(s, 2 * T.shape[0]))
-        T[:s, s0:s] = H
-        T[s0:s, :s] = H.T
-        T[s0:s, s0:s] = 0.5 * (H[s0:s] + H[s0:s].T)
-        theta, S = np.linalg.eigh(T[:s, :s])
-        anorm = max(anorm, float(np.abs(theta).max()))
-        G = (W.T @ W).cpu().numpy()
-        last = S[s0:s, :]
-        res = np.sqrt(np.maximum(np.einsum("ik,ij,jk->k", last, G, last), 0.0))
-        precision = _precision(anorm, op.dtype)
-        null_thr = rtol * anorm
-        exhausted = s >= n
-        if exhausted:
-            res = np.zeros_like(res)
-        top_pairs, bottom_pairs, done = _select(
-            theta, S, res, top, bottom, tol, precision, null_thr, range_start
-        )
-        if progress is not None:
-            progress(products, budget)
-        if done or exhausted or products + p > budget:
-            break
-        # Next block: W's directions above the breakdown threshold, random fill for the rest.
-        p_next = min(p, n - s)
-        X = _svqb(W, 10.0 * eps_op * anorm)
-        if X.shape[1] > 0:
-            basis.project_out(X)
-            X = _svqb(X, 0.5)
-        if X.shape[1] > p_next:
-            X = X[:, :p_next]
-        if X.shape[1] < p_next:
-            breakdowns += p_next - X.shape[1]
-            X = _fill(X, basis, randn, p_next)
-        basis.append(X)
-
-    vectors = basis.Q if keep_vectors else None
-    return KrylovResult(
-        top=_pairs("top", top_pairs, vectors),
-        bottom=_pairs("bottom", bottom_pairs, vectors),
-        ritz_values=theta,
-        num_products=products,
-        basis_size=basis.size,
-        breakdowns=breakdowns,
-        exhausted=exhausted,
-        anorm=anorm,
-        precision=_precision(anorm, op.dtype),
-        null_threshold=rtol * anorm,
-        range_start=range_start,
+    it = LanczosIteration(
+        op.dim, op.dtype, op.device, top=top, bottom=bottom, block_size=block_size, tol=tol,
+        max_products=max_products, seed=seed, start=start, is_psd=op.is_psd,
+        rank_rtol=rank_rtol, max_basis_bytes=max_basis_bytes,
     )
+    if checkpoint is not None and Path(checkpoint).exists():
+        it.load(checkpoint)
+    steps = 0
+    while (X := it.pending()) is not None:
+        it.feed(op.matmat(X))
+        steps += 1
+        if checkpoint is not None and (it.finished or steps % max(1, checkpoint_every) == 0):
+            it.save(checkpoint)
+        if progress is not None:
+            progress(it.products, it.budget)
+    return it.result(keep_vectors=keep_vectors)
 
 
 def _grow(T: np.ndarray, size: int) -> np.ndarray:
