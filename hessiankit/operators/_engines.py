@@ -13,6 +13,7 @@ Two ways to the same numbers (benchmark them per device, see ``analyses/benchmar
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -79,16 +80,24 @@ def _grad(
 
 
 class _Batched:
-    """Runs products batched over columns when autograd can, column by column otherwise.
+    """Runs products batched over columns when that is right and pays, column by column otherwise.
 
     Batched products (``is_grads_batched``) go through vmap batching rules. Those rules are not
     all right: in torch 2.13, vmapped second derivatives of batch norm in training mode are
     wrong through :mod:`torch.func`. So the first batched call is checked once against an
     unbatched product of its first column; on disagreement batching is switched off for good.
+
+    Nor do they always pay: on a CPU a vmapped double backward of a convolution costs more per
+    column than a loop of plain ones (``analyses/benchmark.py`` measures it). So the unbatched
+    column of the first call is timed, the second batched call is timed too, and the cheaper
+    way per column is kept from then on (``prefer``: ``"auto"``, ``"batched"`` or ``"loop"``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prefer: str = "auto") -> None:
         self._batch_ok: bool | None = None
+        self._single_seconds: float | None = None
+        self._batched_calls = 0
+        self.prefer = prefer
 
     def run(
         self,
@@ -96,7 +105,8 @@ class _Batched:
         parts: list[torch.Tensor],
     ) -> list[torch.Tensor]:
         k = parts[0].shape[0]
-        if k > 1 and self._batch_ok is not False:
+        if k > 1 and self._batch_ok is not False and self.prefer != "loop":
+            start = time.perf_counter()
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -104,8 +114,20 @@ class _Batched:
             except RuntimeError:
                 self._batch_ok = False
             else:
+                seconds = time.perf_counter() - start
+                self._batched_calls += 1
                 if self._batch_ok is None:
-                    self._batch_ok = _agrees([o[0] for o in out], fn([p[0] for p in parts], False))
+                    t0 = time.perf_counter()
+                    single = fn([p[0] for p in parts], False)
+                    self._single_seconds = time.perf_counter() - t0
+                    self._batch_ok = _agrees([o[0] for o in out], single)
+                elif (
+                    self._batched_calls == 2
+                    and self.prefer == "auto"
+                    and self._single_seconds is not None
+                    and seconds > k * self._single_seconds
+                ):
+                    self.prefer = "loop"
                 if self._batch_ok:
                     return out
         cols = [fn([p[j] for p in parts], False) for j in range(k)]
