@@ -87,10 +87,11 @@ class _Batched:
     wrong through :mod:`torch.func`. So the first batched call is checked once against an
     unbatched product of its first column; on disagreement batching is switched off for good.
 
-    Nor do they always pay: on a CPU a vmapped double backward of a convolution costs more per
-    column than a loop of plain ones (``analyses/benchmark.py`` measures it). So the unbatched
-    column of the first call is timed, the second batched call is timed too, and the cheaper
-    way per column is kept from then on (``prefer``: ``"auto"``, ``"batched"`` or ``"loop"``).
+    Nor do they always pay: on a CPU a vmapped double backward of a convolution costs 1.5-2x
+    more per column than a loop of plain ones (``analyses/benchmark.py`` measures it), so
+    ``prefer="auto"`` loops on the CPU. On other devices the unbatched column of the first call
+    is timed, the second batched call is timed too, and the cheaper way per column is kept from
+    then on. ``prefer`` may also be set to ``"batched"`` or ``"loop"``.
     """
 
     def __init__(self, prefer: str = "auto") -> None:
@@ -105,6 +106,8 @@ class _Batched:
         parts: list[torch.Tensor],
     ) -> list[torch.Tensor]:
         k = parts[0].shape[0]
+        if self.prefer == "auto" and parts[0].device.type == "cpu":
+            self.prefer = "loop"
         if k > 1 and self._batch_ok is not False and self.prefer != "loop":
             start = time.perf_counter()
             try:

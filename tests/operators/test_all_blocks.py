@@ -60,3 +60,17 @@ def test_loss_kind_and_empty_choices_are_refused(mlp_tanh):
         AllBlocksLocalHessian(cap, kind="loss")  # type: ignore[arg-type]
     with pytest.raises(OperatorError, match="parts"):
         blockwise_spectra(AllBlocksLocalHessian(cap), parts=[slice(0, 3), slice(2, 5)])
+
+
+@pytest.mark.parametrize("prefer", ["batched", "loop"])
+def test_batched_and_looped_products_agree(conv_bn, prefer):
+    # Batched (vmap) products are checked once against an unbatched column; batch norm in
+    # train mode is the case where torch's batching rules are wrong.
+    net, x, y = conv_bn
+    cap = hk.capture(net, x, y, bn="train")
+    ref = torch.block_diag(*[dense_reference(net, lo, hi, x, y, bn="train", wrt="weights", kind="exact", eta=0.7)
+                             for lo, hi in SLICES["conv_bn"][0]])
+    op = AllBlocksLocalHessian(cap, kind="exact", eta=0.7)
+    op._engine._batched.prefer = prefer
+    H = op.to_dense(chunk=8)
+    assert float((H - ref).abs().max()) <= 1e-10 * float(ref.abs().max())
