@@ -161,6 +161,17 @@ class AllBlocksLocalHessian(SymmetricOperator):
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self._engine.matmat(V)
 
+    def restrict(self, indices: Sequence[int]) -> AllBlocksLocalHessian:
+        """The same operator on a subset of its blocks (positions in :attr:`blocks`).
+
+        A product costs a forward and a backward through every block it holds, so a solver
+        drops the blocks whose runs have finished (one graph rebuild, about one gradient).
+        """
+        return AllBlocksLocalHessian(
+            self.capture, [self.blocks[i] for i in indices], wrt=self.wrt, kind=self.kind,
+            eta=self.eta, backend=self.backend,
+        )
+
     def describe_part(self, i: int) -> dict[str, object]:
         """What block ``i`` (position in :attr:`blocks`) is, as LocalHessian.describe() says it."""
         b = self.blocks[i]

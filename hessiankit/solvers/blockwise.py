@@ -5,7 +5,10 @@ A block-diagonal operator ``diag(A_1, ..., A_B)`` (every block's local Hessian a
 a single Krylov method on the whole matrix would mix the blocks' spectra, so this driver keeps
 one :class:`~hessiankit.solvers.lanczos.LanczosIteration` per block and, at each step, stacks
 their pending blocks (zero-padded to the widest) into one matrix and multiplies once. A block
-whose run has finished contributes zero columns. Each block's result is what
+whose run has finished contributes zero columns, or, when the operator offers
+``restrict(indices)`` (:class:`~hessiankit.operators.all_blocks.AllBlocksLocalHessian` does), is
+dropped from the product altogether. The shared product columns are the largest
+``num_products`` among the blocks. Each block's result is what
 :func:`~hessiankit.solvers.spectrum.spectrum` with ``method="lanczos"`` returns for it alone with
 the same seed, up to rounding.
 
@@ -71,6 +74,7 @@ def blockwise_spectra(
     Raises:
         OperatorError: ``parts`` missing, empty or overlapping.
     """
+    own_parts = parts is None  # only then do the operator's restrict() indices match ours
     parts = list(parts if parts is not None else getattr(op, "parts", []))
     if not parts:
         raise OperatorError("give the diagonal blocks as parts=[slice, ...] (or use an operator with .parts)")
@@ -92,17 +96,24 @@ def blockwise_spectra(
             )
         )
     steps = 0
+    current, held = op, list(range(len(parts)))  # the operator in use and the parts it holds
     while True:
-        active = [(sl, it, X) for sl, it in zip(parts, runs) if (X := it.pending()) is not None]
+        active = [i for i, it in enumerate(runs) if it.pending() is not None]
         if not active:
             break
-        k = max(X.shape[1] for _, _, X in active)
-        V = torch.zeros((op.dim, k), dtype=torch.float64, device=op.device)
-        for sl, _, X in active:
-            V[sl, : X.shape[1]] = X
-        AV = op.matmat(V)
-        for sl, it, X in active:
-            it.feed(AV[sl, : X.shape[1]])
+        restrict = getattr(op, "restrict", None) if own_parts else None
+        if callable(restrict) and len(active) < len(held):
+            # Finished blocks would still cost a forward and backward per product: drop them.
+            current, held = restrict(active), active
+        where = {i: sl for i, sl in zip(held, getattr(current, "parts", parts))}
+        pending = [(i, runs[i].pending()) for i in active]
+        k = max(X.shape[1] for _, X in pending)  # type: ignore[union-attr]
+        V = torch.zeros((current.dim, k), dtype=torch.float64, device=op.device)
+        for i, X in pending:
+            V[where[i], : X.shape[1]] = X  # type: ignore[union-attr]
+        AV = current.matmat(V)
+        for i, X in pending:
+            runs[i].feed(AV[where[i], : X.shape[1]])  # type: ignore[union-attr]
         steps += 1
         if progress is not None:
             progress(steps, len(active))
