@@ -1,16 +1,26 @@
-"""Operators: local (back-matching) Hessians and the loss Hessian, as symmetric linear maps."""
+"""Operators: local (back-matching) Hessians and the loss Hessian, as symmetric linear maps.
+
+Scale: :class:`AllBlocksLocalHessian` (every block's product at once), :class:`DatasetOperator`
+(a data loader's batches weighted by size), :class:`AllReduceOperator` (torch.distributed).
+"""
 
 from __future__ import annotations
 
 from hessiankit.blocks.capture import BlockCapture
 from hessiankit.blocks.split import Block
 from hessiankit.operators._engines import Backend
+from hessiankit.operators.all_blocks import AllBlocksLocalHessian
 from hessiankit.operators.base import MatrixOperator, SymmetricOperator, dense_memory_bytes
+from hessiankit.operators.dataset import DatasetOperator
+from hessiankit.operators.distributed import AllReduceOperator, is_rank_zero
 from hessiankit.operators.local import Kind, LocalHessian, Wrt, check_kind
 from hessiankit.operators.loss import LossHessian
 
 __all__ = [
+    "AllBlocksLocalHessian",
+    "AllReduceOperator",
     "Backend",
+    "DatasetOperator",
     "Kind",
     "LocalHessian",
     "LossHessian",
@@ -19,6 +29,7 @@ __all__ = [
     "Wrt",
     "dense_memory_bytes",
     "hessian_operator",
+    "is_rank_zero",
 ]
 
 

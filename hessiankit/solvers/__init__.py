@@ -1,5 +1,6 @@
 """Solvers: they only know a symmetric ``matmat``; results are frozen dataclasses."""
 
+from hessiankit.solvers.blockwise import blockwise_spectra
 from hessiankit.solvers.condition import condition_from_eigenvalues, condition_from_extremes
 from hessiankit.solvers.dense import DenseResult, dense_eigh
 from hessiankit.solvers.lanczos import KrylovResult, LanczosIteration, default_rank_rtol, lanczos
@@ -18,6 +19,7 @@ __all__ = [
     "PowerResult",
     "SpectrumResult",
     "TraceResult",
+    "blockwise_spectra",
     "condition_from_eigenvalues",
     "condition_from_extremes",
     "default_rank_rtol",
