@@ -101,7 +101,12 @@ def read_torch_file(
         names = re.findall(r"GLOBAL ([\w.]+)", str(exc))
         if names and not trust:
             raise error(_blocked_message(p, names, fix)) from None
-        raise error(f"{p.name} is not a readable PyTorch file ({_first_line(exc)}); it is damaged or of another format") from None
+        if "persistent_load" in str(exc) and not zipfile.is_zipfile(p):
+            raise error(
+                f"{p.name} uses torch's legacy (pre-1.6) format, which stores a model's source "
+                f"code and cannot be loaded safely; re-save it with torch.save, or {fix}"
+            ) from None
+        raise error(f"{p.name} is not a readable PyTorch file ({_unpickler_reason(exc)}); it is damaged or of another format") from None
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         raise error(f"{p.name} is not a readable PyTorch file ({_first_line(exc)}); it is damaged or truncated") from None
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
@@ -120,6 +125,17 @@ def _blocked_message(p: Path, names: list[str], fix: str) -> str:
         f"{p.name} needs class {names[0]}, which is not in torch.nn, and loading it would run "
         f"the file's code; {fix}"
     )
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    # torch's message starts with a long preamble; the reason follows "WeightsUnpickler error:".
+    text = str(exc)
+    _, sep, rest = text.partition("WeightsUnpickler error:")
+    if sep:
+        for line in rest.splitlines():
+            if line.strip():
+                return line.strip()[:200]
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -34,9 +34,10 @@ Config = Sequence[int | str]
 
 #: Layer configurations: an int is a conv layer's output channels, "M" a 2x2 max-pool.
 #: vgg11..vgg19 are the standard ones (Simonyan & Zisserman, configs A, B, D, E);
-#: "small" is the built-in default model of the command line (four blocks, ~6k weights).
+#: "small" is the built-in default model of the command line (four blocks, 2,034 weights for
+#: 1 input channel and 10 classes: small enough that `hessiankit spectrum` runs in seconds).
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
-    "small": (8, "M", 16, "M", 32, "M"),
+    "small": (8, "M", 8, "M", 16, "M"),
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
