@@ -89,7 +89,7 @@ def load_model(
             "--arch package.module:factory"
         )
     raise ModelLoadError(
-        f"{p.name} holds a {type(obj).__name__}, not a model; save it with torch.save(model)"
+        f"{p.name} holds a {type(obj).__name__} object, not a model; save it with torch.save(model)"
     )
 
 
