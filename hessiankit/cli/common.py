@@ -359,13 +359,13 @@ class _Bar:
     def __init__(self, bar: Any) -> None:
         self.bar = bar
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int | None = None) -> None:
         if self.bar is None:
             return
         if total and self.bar.total != total:
             self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)  # update() honours the one-second delay
 
     def update(self, n: int = 1) -> None:
         if self.bar is not None:
@@ -378,9 +378,10 @@ class _Bar:
 
 @contextmanager
 def progress(args: argparse.Namespace, total: int | None, desc: str, unit: str = "it") -> Iterator[_Bar]:
-    """A progress bar on stderr that shows after one second; none with ``--quiet`` or when
-    stderr is not a terminal. Call it as ``bar(done, total)`` or ``bar.update()``."""
-    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+    """A progress bar on stderr that shows after one second; none with ``--quiet``, when
+    stderr is not a terminal, or for ``total=0``. Call it as ``bar(done, total)`` or
+    ``bar.update()``."""
+    if getattr(args, "quiet", False) or total == 0 or not sys.stderr.isatty():
         yield _Bar(None)
         return
     from tqdm import tqdm

@@ -22,7 +22,7 @@ import time
 
 from hessiankit.blocks import Block, capture, split_blocks
 from hessiankit.cli import common
-from hessiankit.cli.batches import combine_batches
+from hessiankit.cli.batches import Reporting, combine_batches
 from hessiankit.errors import DataError, OperatorError
 from hessiankit.operators import hessian_operator
 from hessiankit.solvers import SpectrumResult, spectrum
@@ -102,17 +102,17 @@ def run(args: argparse.Namespace) -> int:
     ]
     capture_seconds = time.perf_counter() - start
     records = []
-    with common.progress(args, len(targets), "blocks", unit="block") as outer:
+    with common.progress(args, len(targets) if len(targets) > 1 else 0, "blocks", unit="block") as outer:
         for block in targets:
-            outer.set_description(f"block {block.index}")
             ops = [
                 hessian_operator(cap, block, wrt=args.wrt, kind=args.kind, eta=args.eta) for cap in caps
             ]
             op = combine_batches(ops, args.wrt)
-            with common.progress(args, None, f"block {block.index} products", unit="product") as bar:
+            dense = args.method == "dense" or (args.method == "auto" and op.dim <= 1024)
+            with common.progress(args, None, f"block {block.index}", unit="product") as bar:
                 res = spectrum(
-                    op, top=args.top, bottom=args.bottom, method=args.method, tol=args.tol,
-                    seed=args.seed, progress=bar, max_dense_bytes=_dense_limit(),
+                    Reporting(op, bar, op.dim if dense else None), top=args.top, bottom=args.bottom,
+                    method=args.method, tol=args.tol, seed=args.seed, max_dense_bytes=_dense_limit(),
                 )
             records.append(_record(args, info, data, block, res, loss))
             outer.update()
