@@ -230,7 +230,7 @@ class Batches:
     """Batches ``(x, y)`` (``y`` may be ``None``) and a description of where they came from."""
 
     batches: list[tuple[torch.Tensor, torch.Tensor | None]]
-    description: dict[str, object]
+    description: dict[str, Any]
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -264,12 +264,14 @@ def load_batches(args: argparse.Namespace, info: ModelInfo, device: torch.device
                 f"the data has samples of shape {tuple(x.shape[1:])} but --input-shape is "
                 f"{tuple(args.input_shape)}; make them agree"
             )
-        desc: dict[str, object] = {"data": str(args.data), "samples": m * k}
-        xs, ys = x[: m * k], None if y is None else y[: m * k]
+        desc: dict[str, Any] = {"data": str(args.data), "samples": m * k}
+        xs: torch.Tensor | None = x[: m * k]
+        ys: torch.Tensor | None = None if y is None else y[: m * k]
     else:
         m = args.batch_size or DEFAULT_BATCH_SIZE
         names = [args.dataset] if args.dataset else list(FALLBACK_DATASETS)
         xs = ys = None
+        desc = {}
         for name in names:
             try:
                 xs, ys = _dataset(name, args, info, m * k)
