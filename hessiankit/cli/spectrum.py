@@ -198,7 +198,8 @@ def _print_one(args: argparse.Namespace, info: common.ModelInfo, data: common.Ba
     rank = "-" if r["rank"] is None else f"{r['rank']} of {r['dimension']}"
     common.out(args, f"lambda_max          {common.fmt(r['lambda_max'])}")
     common.out(args, f"lambda_min_nonzero  {common.fmt(r['lambda_min_nonzero'])}")
-    common.out(args, f"condition number    {common.fmt(r['condition_number'])} (on the range)")
+    settled = "" if r["condition_converged"] or r["condition_number"] is None else ", NOT converged"
+    common.out(args, f"condition number    {common.fmt(r['condition_number'])} (on the range{settled})")
     common.out(args, f"rank                {rank}")
     if r["condition_note"]:
         common.out(args, f"note: {r['condition_note']}")
