@@ -54,6 +54,7 @@ class BlockAnalysis:
         spectrum: extreme eigenvalues and condition number.
         trace: Hutchinson / Hutch++ estimate with its standard error.
         density: SLQ spectral density (``None`` when not asked for).
+        modules: the block's modules, e.g. ``"Conv2d(2, 3) + BatchNorm2d + ReLU"``.
     """
 
     index: int
@@ -61,6 +62,7 @@ class BlockAnalysis:
     spectrum: SpectrumResult
     trace: TraceResult
     density: SpectralDensity | None
+    modules: str = ""
 
     @property
     def exact_trace(self) -> float | None:
@@ -76,6 +78,7 @@ class BlockAnalysis:
         return {
             "block": self.index,
             "name": self.name,
+            "modules": self.modules,
             "spectrum": self.spectrum.to_dict(),
             "trace": {**self.trace.to_dict(), "trace_exact": self.exact_trace,
                       "trace_seconds": self.trace.seconds},
@@ -183,5 +186,22 @@ def analyse_blocks(
         if density:
             say("spectral density")
             dens = slq(op, num_probes=density_probes, num_steps=density_steps, seed=seed)
-        out.append(BlockAnalysis(blk.index, blk.name, spec, tr, dens))
+        out.append(BlockAnalysis(blk.index, blk.name, spec, tr, dens, _modules(capture, blk)))
     return tuple(out)
+
+
+def _modules(capture: BlockCapture, blk: Block) -> str:
+    """Short type names of a block's modules (``Linear(10, 16) + Tanh``)."""
+    names = []
+    for path in blk.module_names:
+        try:
+            m = capture.split.model.get_submodule(path)
+        except AttributeError:  # a function call in the model's forward, not a module
+            names.append(path)
+            continue
+        shape = ""
+        for a, b in (("in_features", "out_features"), ("in_channels", "out_channels")):
+            if hasattr(m, a) and hasattr(m, b):
+                shape = f"({getattr(m, a)}, {getattr(m, b)})"
+        names.append(type(m).__name__ + shape)
+    return " + ".join(names)

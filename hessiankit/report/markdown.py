@@ -28,6 +28,7 @@ def render_markdown(report: Report, figure_dir: str) -> str:
     lines.append("| " + " | ".join(label for _, label in COLUMNS) + " |")
     lines.append("|" + "---|" * len(COLUMNS))
     for row in summary_rows(report):
+        row = {**row, "module": f"`{row['module']}` {row['modules']}".strip()}
         lines.append("| " + " | ".join(_cell(row[k]) for k, _ in COLUMNS) + " |")
     lines.append("")
     figs = report_figures(report)

@@ -22,7 +22,7 @@ COLUMNS = (
     ("smallest", "smallest nonzero λ"),
     ("rank", "rank / nullity"),
     ("kappa", "κ (on the range)"),
-    ("trace", "trace ± s.e."),
+    ("trace", "trace (estimate ± s.e.)"),
     ("converged", "converged (λ_max, λ_min, κ)"),
 )
 
@@ -43,7 +43,7 @@ def _flag(ok: bool | None) -> str:
 
 
 def summary_rows(report: Report) -> list[dict[str, str]]:
-    """One dict per block, keys as in :data:`COLUMNS`."""
+    """One dict per block, keys as in :data:`COLUMNS` plus ``modules`` (the module types)."""
     return [_row(b) for b in report.blocks]
 
 
@@ -53,8 +53,8 @@ def _row(b: BlockAnalysis) -> dict[str, str]:
     smallest = c.lambda_min_nonzero
     rank = "n/a" if c.rank is None else f"{c.rank} / {c.nullity}"
     trace = f"{fmt(t.trace)} ± {fmt(t.std_error, 2)}"
-    if b.exact_trace is not None:
-        trace += f" (exact {fmt(b.exact_trace)})"
+    if b.exact_trace is not None:  # the whole spectrum is known: lead with the exact value
+        trace = f"{fmt(b.exact_trace)} exact (estimate {trace})"
     flags = (
         _flag(bool(s.top.converged[0]) if len(s.top) else None),
         _flag(bool(s.bottom.converged[0]) if len(s.bottom) else None),
@@ -63,6 +63,7 @@ def _row(b: BlockAnalysis) -> dict[str, str]:
     return {
         "block": str(b.index),
         "module": b.name,
+        "modules": b.modules,
         "n": str(s.dimension),
         "lambda_max": f"{fmt(c.lambda_max)} ± {fmt(top_bound, 2)}",
         "smallest": fmt(smallest),
