@@ -38,7 +38,7 @@ def plot_eigenvalues(result: SpectrumResult, *, title: str | None = None, ax: Ax
     logy = positive and float(values.max() / values.min()) > 100.0
     c_top, c_bot = palette(2)
     with style():
-        fig, ax = new_axes(ax, (6.0, 3.6))
+        fig, ax = new_axes(ax, (7.0, 3.6))
         base = float(values.min()) / 3.0 if logy else 0.0
         labels_bottom = "smallest nonzero" if result.bottom_on_range else "smallest"
         for x, pairs, colour, label in (
@@ -67,7 +67,7 @@ def plot_eigenvalues(result: SpectrumResult, *, title: str | None = None, ax: Ax
         what = _describe(result)
         ax.set_title(title or f"extreme eigenvalues{what}\nerror bars: residual $\\|Ay - \\theta y\\|$",
                      fontsize="medium")
-        ax.legend(frameon=False, fontsize="small")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
     return fig
 
 

@@ -63,6 +63,7 @@ class BlockAnalysis:
     trace: TraceResult
     density: SpectralDensity | None
     modules: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def exact_trace(self) -> float | None:
@@ -79,6 +80,7 @@ class BlockAnalysis:
             "block": self.index,
             "name": self.name,
             "modules": self.modules,
+            "warnings": list(self.warnings),
             "spectrum": self.spectrum.to_dict(),
             "trace": {**self.trace.to_dict(), "trace_exact": self.exact_trace,
                       "trace_seconds": self.trace.seconds},
@@ -182,11 +184,35 @@ def analyse_blocks(
         spec = spectrum(op, top=k_top, bottom=k_bot, method=method, tol=tol, seed=seed, **dict(options or {}))
         say("trace")
         tr = trace(op, method=trace_method, num_products=trace_products, seed=seed)
+        warnings = _warnings(spec)
         dens = None
         if density:
             say("spectral density")
-            dens = slq(op, num_probes=density_probes, num_steps=density_steps, seed=seed)
-        out.append(BlockAnalysis(blk.index, blk.name, spec, tr, dens, _modules(capture, blk)))
+            c = spec.condition
+            # below the smallest nonzero eigenvalue only the null space's mass can sit (see slq)
+            known = spec.bottom_on_range and c.converged and c.lambda_min_nonzero and not warnings
+            dens = slq(op, num_probes=density_probes, num_steps=density_steps, seed=seed,
+                       zero_threshold=0.5 * c.lambda_min_nonzero if known else None)
+        out.append(BlockAnalysis(blk.index, blk.name, spec, tr, dens, _modules(capture, blk), warnings))
+    return tuple(out)
+
+
+#: a smallest nonzero eigenvalue closer than this factor to the null threshold is suspect
+SUSPECT_FACTOR = 1e3
+
+
+def _warnings(spec: SpectrumResult) -> tuple[str, ...]:
+    """What a reader should doubt in a block's numbers."""
+    c, out = spec.condition, []
+    small = c.lambda_min_nonzero
+    if small is not None and abs(small) < SUSPECT_FACTOR * c.threshold:
+        out.append(
+            f"the smallest nonzero eigenvalue {small:.3g} lies within {SUSPECT_FACTOR:.0f}x the null "
+            f"threshold {c.threshold:.3g}: it may be a rounding-level zero, and kappa an overestimate; "
+            "check with method 'dense' or a larger rank tolerance (rank_rtol)"
+        )
+    if not spec.converged:
+        out.append("some eigenvalues did not converge (see the flags); raise the product budget")
     return tuple(out)
 
 

@@ -45,7 +45,7 @@ nav a{margin-right:12px}
 
 def to_json(report: Report) -> str:
     """The report's numbers as JSON (NaN and infinities become ``null``)."""
-    return json.dumps(_clean(report.to_dict()), indent=1, sort_keys=False, allow_nan=False)
+    return json.dumps(_clean(report.to_dict()), separators=(",", ":"), allow_nan=False)
 
 
 def _clean(x: object) -> object:
@@ -78,6 +78,7 @@ def render_html(report: Report, figures: list[ReportFigure] | None = None) -> st
         + '<a href="#settings">settings</a><a href="#data">JSON</a></nav>',
         '<h2 id="summary">Summary</h2>',
         _summary_table(report),
+        *[f'<p class="bad">Block {b.index}: {html.escape(w)}.</p>' for b in report.blocks for w in b.warnings],
         _notes(report),
     ]
     by_block: dict[int | None, list[ReportFigure]] = {}
@@ -189,10 +190,15 @@ def _block_details(b: BlockAnalysis) -> str:
             "spectral density",
             f"{d.num_probes} probes × {d.num_steps} steps, mean eigenvalue {fmt(m1)} ± {fmt(s1, 2)}, "
             f"kernel width σ = {fmt(d.linear.sigma, 3)} (λ) and {fmt(d.log.sigma, 3)} decades "
-            f"(log10|λ|), zero mass {d.zero_mass:.3f}, negative mass {d.negative_mass:.3f}",
+            f"(log10|λ|), zero mass {d.zero_mass:.3f} (nodes with |θ| ≤ {fmt(d.zero_threshold, 3)}), "
+            f"negative mass {d.negative_mass:.3f}",
         ))
+    items += [("warning", w) for w in b.warnings]
     e = html.escape
-    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in items)
+    bad = ' class="bad"'
+    rows = "".join(
+        f"<tr><th>{e(k)}</th><td{bad if k == 'warning' else ''}>{e(v)}</td></tr>" for k, v in items
+    )
     return f'<table class="details" id="details-block-{b.index}">{rows}</table>'
 
 

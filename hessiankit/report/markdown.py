@@ -43,6 +43,7 @@ def render_markdown(report: Report, figure_dir: str) -> str:
         lines.append(f"- method: {s.method}, {s.num_products} products, {s.seconds:.2f} s")
         if s.condition.note:
             lines.append(f"- note: {s.condition.note}")
+        lines += [f"- **warning**: {w}" for w in b.warnings]
         lines.append("")
         for f in figs:
             if f.block == b.index:

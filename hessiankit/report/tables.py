@@ -66,7 +66,7 @@ def _row(b: BlockAnalysis) -> dict[str, str]:
         "modules": b.modules,
         "n": str(s.dimension),
         "lambda_max": f"{fmt(c.lambda_max)} ± {fmt(top_bound, 2)}",
-        "smallest": fmt(smallest),
+        "smallest": fmt(smallest) + (" (?)" if b.warnings and smallest is not None else ""),
         "rank": rank,
         "kappa": fmt(c.kappa),
         "trace": trace,

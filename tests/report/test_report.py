@@ -174,3 +174,18 @@ def test_markdown_writes_pngs_beside_it(report, tmp_path: Path) -> None:
     for b in rep.blocks:
         assert re.search(rf"^\| {b.index} \| ", md, re.M)
     assert paths[-1].name == "report.md"
+
+
+def test_a_smallest_eigenvalue_near_the_null_threshold_is_flagged() -> None:
+    import torch
+
+    from hessiankit.report.analysis import SUSPECT_FACTOR, _warnings
+
+    ev = torch.tensor([0.0, 0.0, 3e-14, 0.5, 1.0], dtype=torch.float64)
+    r = hk.spectrum(hk.MatrixOperator(torch.diag(ev), is_psd=True), top=1, bottom=1)
+    assert r.condition.lambda_min_nonzero == pytest.approx(3e-14)
+    assert r.condition.threshold < 3e-14 < SUSPECT_FACTOR * r.condition.threshold
+    (w,) = _warnings(r)
+    assert "rounding-level zero" in w
+    clean = hk.spectrum(hk.MatrixOperator(torch.diag(ev + torch.tensor([0, 0, 1e-3, 0, 0])), is_psd=True), top=1, bottom=1)
+    assert _warnings(clean) == ()

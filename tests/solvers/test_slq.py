@@ -153,3 +153,23 @@ def test_identity_has_all_mass_at_one() -> None:
     assert d.steps == (1, 1, 1)
     assert d.moment(1) == pytest.approx((1.0, 0.0))
     assert d.linear.grid[np.argmax(d.linear.density)] == pytest.approx(1.0, abs=d.linear.sigma / 2)
+
+
+def test_smallest_node_carries_at_least_the_null_mass() -> None:
+    # many distinct eigenvalues and few steps: the null mass merges into the smallest node,
+    # whose weight is at least v^T P0 v for every probe (Chebyshev-Markov-Stieltjes); once
+    # that node lies below half the smallest nonzero eigenvalue, zero_threshold counts it
+    ev = spectra.with_zeros(200, 60)
+    op = spectra.with_spectrum(ev, seed=9)
+    w, Q = np.linalg.eigh(op.matrix.numpy())
+    P0 = Q[:, np.abs(w) < 1e-9] @ Q[:, np.abs(w) < 1e-9].T
+    V = _rademacher(200, 6, 3).numpy()
+    null = [float(V[:, l] @ P0 @ V[:, l]) for l in range(6)]
+    for m in (12, 30):
+        d = slq(op, num_probes=6, num_steps=m, seed=3, zero_threshold=0.5e-2)
+        assert d.zero_threshold == 0.5e-2
+        for l in range(6):
+            assert d.weights[l][0] >= null[l] - 1e-10
+    assert all(t[0] <= 0.5e-2 for t in d.nodes)  # m = 30 separates the null node
+    assert d.zero_mass >= np.mean(null) - 1e-10
+    assert d.zero_mass >= 60 / 200 - 4 * _probe_se(P0, 6)
