@@ -33,6 +33,7 @@ from hessiankit.blocks.capture import BlockCapture
 from hessiankit.blocks.split import Block
 from hessiankit.errors import OperatorError
 from hessiankit.operators import hessian_operator
+from hessiankit.operators.base import SymmetricOperator
 from hessiankit.operators.local import Kind, Wrt
 from hessiankit.solvers.results import SpectrumResult
 from hessiankit.solvers.slq import SpectralDensity, slq
@@ -151,7 +152,9 @@ def analyse_blocks(
     density_steps: int = 80,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    product_progress: Callable[[int, int], None] | None = None,
     options: Mapping[str, object] | None = None,
+    make_operator: Callable[[Block], SymmetricOperator] | None = None,
 ) -> tuple[BlockAnalysis, ...]:
     """Spectrum, trace and (optionally) SLQ density of one operator per block.
 
@@ -165,8 +168,11 @@ def analyse_blocks(
         density: whether to run SLQ.
         density_probes, density_steps: SLQ probes and Lanczos steps.
         seed: seed of every random draw (the same for each block).
-        progress: called with a short message before each block and each stage.
+        progress: called with a short message before each stage (3 per block).
+        product_progress: called as ``(products_used, budget)`` inside each stage.
         options: further keyword arguments for :func:`hessiankit.spectrum`.
+        make_operator: builds a block's operator instead of ``hessian_operator(capture, block,
+            wrt=wrt, kind=kind, eta=eta)`` (e.g. an average over several batches).
 
     Raises:
         BlockError: an unknown block.
@@ -177,11 +183,15 @@ def analyse_blocks(
         raise OperatorError("no blocks to analyse; pass --blocks all or block numbers")
     out = []
     for blk in chosen:
-        op = hessian_operator(capture, blk, wrt=wrt, kind=kind, eta=eta)
+        if make_operator is None:
+            op = hessian_operator(capture, blk, wrt=wrt, kind=kind, eta=eta)
+        else:
+            op = make_operator(blk)
         say = (lambda s, b=blk: progress(f"block {b.index} ({b.name}): {s}")) if progress else (lambda s: None)
         say(f"spectrum (dimension {op.dim})")
         k_top, k_bot = min(top, op.dim), min(bottom, op.dim)
-        spec = spectrum(op, top=k_top, bottom=k_bot, method=method, tol=tol, seed=seed, **dict(options or {}))
+        spec = spectrum(op, top=k_top, bottom=k_bot, method=method, tol=tol, seed=seed,
+                        progress=product_progress, **dict(options or {}))
         say("trace")
         tr = trace(op, method=trace_method, num_products=trace_products, seed=seed)
         warnings = _warnings(spec)
@@ -192,7 +202,8 @@ def analyse_blocks(
             # below the smallest nonzero eigenvalue only the null space's mass can sit (see slq)
             known = spec.bottom_on_range and c.converged and c.lambda_min_nonzero and not warnings
             dens = slq(op, num_probes=density_probes, num_steps=density_steps, seed=seed,
-                       zero_threshold=0.5 * c.lambda_min_nonzero if known else None)
+                       zero_threshold=0.5 * c.lambda_min_nonzero if known else None,
+                       progress=product_progress)
         out.append(BlockAnalysis(blk.index, blk.name, spec, tr, dens, _modules(capture, blk), warnings))
     return tuple(out)
 
