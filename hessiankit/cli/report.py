@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("auto", "lanczos", "power", "dense"), default="auto",
                    help="auto (default): dense eigh up to dimension 1024, else block Lanczos")
     p.add_argument("--tol", type=float, default=1e-6, help="relative tolerance of iterative methods (default 1e-6)")
+    p.add_argument("--rank-rtol", type=float, metavar="R",
+                   help="eigenvalues below R * max|lambda| count as zero (default 10 sqrt(n) eps)")
     p.add_argument("--trace-method", choices=("hutch++", "hutchinson"), default="hutch++",
                    help="trace estimator (default hutch++)")
     p.add_argument("--trace-products", type=int, default=60, metavar="N",
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             trace_method=args.trace_method, trace_products=args.trace_products,
             density=not args.no_density, density_probes=args.probes, density_steps=args.steps,
             seed=args.seed, progress=stage, product_progress=inner, make_operator=prep.make,
+            options={} if args.rank_rtol is None else {"rank_rtol": args.rank_rtol},
         )
     settings = run_settings(
         prep.captures[0],
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         model_source=prep.info.source,
         **prep.data.description,
         wrt=args.wrt, kind=args.kind, eta=args.eta if args.kind == "exact" else None,
-        method=args.method, tol=args.tol, seed=args.seed, device=str(prep.captures[0].activations[0].device),
+        method=args.method, tol=args.tol, rank_rtol=args.rank_rtol, seed=args.seed, device=str(prep.captures[0].activations[0].device),
         seconds=round(time.perf_counter() - start, 2),
     )
     report = Report(args.title or f"hessiankit report: {prep.info.label}", settings, analyses)

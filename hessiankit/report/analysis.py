@@ -203,6 +203,7 @@ def analyse_blocks(
             known = spec.bottom_on_range and c.converged and c.lambda_min_nonzero and not warnings
             dens = slq(op, num_probes=density_probes, num_steps=density_steps, seed=seed,
                        zero_threshold=0.5 * c.lambda_min_nonzero if known else None,
+                       zero_rtol=(options or {}).get("rank_rtol"),  # type: ignore[arg-type]
                        progress=product_progress)
         out.append(BlockAnalysis(blk.index, blk.name, spec, tr, dens, _modules(capture, blk), warnings))
     return tuple(out)
@@ -220,7 +221,7 @@ def _warnings(spec: SpectrumResult) -> tuple[str, ...]:
         out.append(
             f"the smallest nonzero eigenvalue {small:.3g} lies within {SUSPECT_FACTOR:.0f}x the null "
             f"threshold {c.threshold:.3g}: it may be a rounding-level zero, and kappa an overestimate; "
-            "check with method 'dense' or a larger rank tolerance (rank_rtol)"
+            "check with method 'dense' or a larger rank tolerance (rank_rtol, --rank-rtol)"
         )
     if not spec.converged:
         out.append("some eigenvalues did not converge (see the flags); raise the product budget")

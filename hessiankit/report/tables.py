@@ -23,7 +23,7 @@ COLUMNS = (
     ("rank", "rank / nullity"),
     ("kappa", "κ (on the range)"),
     ("trace", "trace (estimate ± s.e.)"),
-    ("converged", "converged (λ_max, λ_min, κ)"),
+    ("converged", "converged λ_max, λ_min, κ"),
 )
 
 
@@ -54,7 +54,7 @@ def _row(b: BlockAnalysis) -> dict[str, str]:
     rank = "n/a" if c.rank is None else f"{c.rank} / {c.nullity}"
     trace = f"{fmt(t.trace)} ± {fmt(t.std_error, 2)}"
     if b.exact_trace is not None:  # the whole spectrum is known: lead with the exact value
-        trace = f"{fmt(b.exact_trace)} exact (estimate {trace})"
+        trace = f"{fmt(b.exact_trace)} exact (est. {trace})"
     flags = (
         _flag(bool(s.top.converged[0]) if len(s.top) else None),
         _flag(bool(s.bottom.converged[0]) if len(s.bottom) else None),
