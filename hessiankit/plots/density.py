@@ -64,7 +64,9 @@ def _draw(ax: Axes, curve: DensityCurve, result: SpectralDensity, colour: object
         ax.set_ylim(0.0, top * 1.15)
         ax.set_xlabel(r"$\log_{10} |\lambda|$")
         ax.set_ylabel("density")
-        ax.set_title(rf"$\log_{{10}}|\lambda|$, $\sigma$ = {curve.sigma:.3g} decades", fontsize="medium")
-        ax.text(0.02, 0.97, f"mass at |λ| ≤ {result.zero_threshold:.2g}: {result.zero_mass:.3f}\n"
-                f"negative mass {result.negative_mass:.3f}",
-                transform=ax.transAxes, va="top", ha="left", fontsize="small")
+        ax.set_title(
+            rf"$\log_{{10}}|\lambda|$, $\sigma$ = {curve.sigma:.3g} decades" "\n"
+            f"mass at |λ| ≤ {result.zero_threshold:.2g}: {result.zero_mass:.3f}, "
+            f"negative mass {result.negative_mass:.3f}",
+            fontsize="medium",
+        )
