@@ -31,7 +31,8 @@ h1{font-size:1.6em;margin:0 0 4px}h2{font-size:1.25em;margin:34px 0 8px;
 table{border-collapse:collapse;margin:8px 0 14px;font-size:.92em}
 th,td{border:1px solid #d0d7de;padding:4px 9px;text-align:left;vertical-align:top}
 th{background:#f3f5f7;font-weight:600}
-td.module{min-width:12em}td.flags{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.module{min-width:11em}td.flags{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.wrap{white-space:normal;min-width:9em}.scroll{overflow-x:auto}
 tr:nth-child(even) td{background:#fafbfc}
 .bad{color:#b42318;font-weight:600}
 figure{margin:14px 0 22px}figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
@@ -142,7 +143,9 @@ def _summary_table(report: Report) -> str:
         cells = []
         for key, _ in COLUMNS:
             text = row[key]
-            cls = ' class="num"' if key not in ("module", "converged") else ""
+            cls = ' class="num"' if key not in ("module", "converged", "trace") else ""
+            if key == "trace":
+                cls = ' class="num wrap"'
             if key == "converged":
                 cls = ' class="flags bad"' if "NO" in text else ' class="flags"'
             if key == "module":
@@ -152,7 +155,8 @@ def _summary_table(report: Report) -> str:
                 text = e(text)
             cells.append(f"<td{cls}>{text}</td>")
         rows.append(f'<tr id="row-block-{b.index}">' + "".join(cells) + "</tr>")
-    return f'<table id="summary-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (f'<div class="scroll"><table id="summary-table"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _notes(report: Report) -> str:

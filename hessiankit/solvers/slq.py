@@ -264,7 +264,10 @@ def _lanczos_batch(
     steps = np.full(p, m)
     active = np.ones(p, dtype=bool)
     eps = torch.finfo(op.dtype).eps
-    basis: list[torch.Tensor] = [V] if reorth else []
+    # preallocated float64 basis (m, n, p): reorthogonalisation works on views, never copies
+    basis = torch.empty((m if reorth else 0, n, p), dtype=torch.float64, device=V.device)
+    if reorth:
+        basis[0] = V
     q_prev = torch.zeros_like(V)
     q = V
     b_prev = torch.zeros(p, dtype=torch.float64, device=V.device)
@@ -278,7 +281,7 @@ def _lanczos_batch(
         a = (q * W).sum(dim=0)
         W -= q * a + q_prev * b_prev
         if reorth:  # two passes of classical Gram-Schmidt, per probe
-            B = torch.stack(basis)
+            B = basis[: j + 1]
             for _ in range(2):
                 W -= torch.einsum("jnp,jp->np", B, torch.einsum("jnp,np->jp", B, W))
         b = W.norm(dim=0)
@@ -299,7 +302,7 @@ def _lanczos_batch(
         q_prev, q = q, torch.where(mask, W / safe, torch.zeros_like(W))
         b_prev = torch.where(mask, b, torch.zeros_like(b))
         if reorth:
-            basis.append(q)
+            basis[j + 1] = q
     return alpha, beta, steps
 
 
@@ -354,9 +357,13 @@ def slq(
     if n < 1:
         raise OperatorError("the operator has dimension 0")
     m = min(int(num_steps), n)
-    reorth = reorthogonalize == "full" or (
-        reorthogonalize == "auto" and m * n * num_probes * 8 <= max_basis_bytes
-    )
+    need = m * n * num_probes * 8
+    if reorthogonalize == "full" and need > max_basis_bytes:
+        raise OperatorError(
+            f"full reorthogonalisation needs a {need / 2**30:.1f} GiB basis, over max_basis_bytes "
+            f"{max_basis_bytes / 2**30:.1f} GiB; use fewer probes or steps, or reorthogonalize='none'"
+        )
+    reorth = reorthogonalize == "full" or (reorthogonalize == "auto" and need <= max_basis_bytes)
     start, before = time.perf_counter(), op.num_products
     V = _rademacher(n, num_probes, seed).to(op.device)
     alpha, beta, steps = _lanczos_batch(op, V, m, reorth, progress)

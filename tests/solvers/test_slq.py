@@ -146,6 +146,9 @@ def test_bad_options_are_refused() -> None:
         slq(op, reorthogonalize="sometimes")  # type: ignore[arg-type]
     with pytest.raises(OperatorError, match="width"):
         slq(op, sigma=-1.0)
+    with pytest.raises(OperatorError, match="GiB basis"):
+        slq(op, reorthogonalize="full", max_basis_bytes=10)
+    assert not slq(op, num_steps=3, max_basis_bytes=10).reorthogonalized  # auto falls back
 
 
 def test_identity_has_all_mass_at_one() -> None:
