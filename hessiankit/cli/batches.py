@@ -12,13 +12,13 @@ With batches ``k = 1..K`` of m samples each (``M = K m`` in all):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from hessiankit.operators.base import SymmetricOperator
 
-__all__ = ["BatchDirectSum", "BatchMean", "combine_batches"]
+__all__ = ["BatchDirectSum", "BatchMean", "Reporting", "combine_batches"]
 
 
 class BatchMean(SymmetricOperator):
@@ -74,3 +74,24 @@ def _describe(ops: Sequence[SymmetricOperator]) -> dict[str, object]:
     info: dict[str, object] = dict(describe()) if callable(describe) else {}
     info["num_batches"] = len(ops)
     return info
+
+
+class Reporting(SymmetricOperator):
+    """``op`` itself, calling ``report(products_so_far, total)`` after every product (progress
+    bars for every method, the dense one included: its total is the dimension)."""
+
+    def __init__(self, op: SymmetricOperator, report: Callable[[int, int | None], None], total: int | None) -> None:
+        super().__init__(op.dim, op.dtype, op.device)
+        self.op = op
+        self.is_psd = op.is_psd
+        self.report = report
+        self.total = total
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        out = self.op.matmat(V)
+        self.report(self.num_products + V.shape[1], self.total)
+        return out
+
+    def describe(self) -> dict[str, object]:
+        describe = getattr(self.op, "describe", None)
+        return dict(describe()) if callable(describe) else {}

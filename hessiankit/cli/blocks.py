@@ -8,6 +8,7 @@ dimension), and whether it holds batch norm or a skip connection.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from hessiankit.blocks import capture, split_blocks
 from hessiankit.cli import common
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         common.note(args, n)
     x, _ = data.batches[0]
     cap = capture(split, x, None, bn=args.bn, dtype=common.resolve_dtype(args.dtype))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for b in split:
         rows.append({
             "block": b.index,
@@ -75,6 +76,6 @@ def _shape(shape: list[int]) -> str:
     return "x".join(str(s) for s in shape) if shape else "scalar"
 
 
-def _describe_data(d: dict[str, object]) -> str:
+def _describe_data(d: dict[str, Any]) -> str:
     src = f"--data {d['data']}" if "data" in d else f"{d['dataset']} ({d['split']})"
-    return f"{src}, {d['num_batches']} x {d['batch_size']} samples of shape {_shape(list(d['input_shape']))}"  # type: ignore[arg-type]
+    return f"{src}, {d['num_batches']} x {d['batch_size']} samples of shape {_shape(list(d['input_shape']))}"

@@ -230,7 +230,7 @@ class Batches:
     """Batches ``(x, y)`` (``y`` may be ``None``) and a description of where they came from."""
 
     batches: list[tuple[torch.Tensor, torch.Tensor | None]]
-    description: dict[str, object]
+    description: dict[str, Any]
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -264,12 +264,14 @@ def load_batches(args: argparse.Namespace, info: ModelInfo, device: torch.device
                 f"the data has samples of shape {tuple(x.shape[1:])} but --input-shape is "
                 f"{tuple(args.input_shape)}; make them agree"
             )
-        desc: dict[str, object] = {"data": str(args.data), "samples": m * k}
-        xs, ys = x[: m * k], None if y is None else y[: m * k]
+        desc: dict[str, Any] = {"data": str(args.data), "samples": m * k}
+        xs: torch.Tensor | None = x[: m * k]
+        ys: torch.Tensor | None = None if y is None else y[: m * k]
     else:
         m = args.batch_size or DEFAULT_BATCH_SIZE
         names = [args.dataset] if args.dataset else list(FALLBACK_DATASETS)
         xs = ys = None
+        desc = {}
         for name in names:
             try:
                 xs, ys = _dataset(name, args, info, m * k)
@@ -359,13 +361,13 @@ class _Bar:
     def __init__(self, bar: Any) -> None:
         self.bar = bar
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int | None = None) -> None:
         if self.bar is None:
             return
         if total and self.bar.total != total:
             self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)  # update() honours the one-second delay
 
     def update(self, n: int = 1) -> None:
         if self.bar is not None:
@@ -378,9 +380,10 @@ class _Bar:
 
 @contextmanager
 def progress(args: argparse.Namespace, total: int | None, desc: str, unit: str = "it") -> Iterator[_Bar]:
-    """A progress bar on stderr that shows after one second; none with ``--quiet`` or when
-    stderr is not a terminal. Call it as ``bar(done, total)`` or ``bar.update()``."""
-    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+    """A progress bar on stderr that shows after one second; none with ``--quiet``, when
+    stderr is not a terminal, or for ``total=0``. Call it as ``bar(done, total)`` or
+    ``bar.update()``."""
+    if getattr(args, "quiet", False) or total == 0 or not sys.stderr.isatty():
         yield _Bar(None)
         return
     from tqdm import tqdm

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
-from hessiankit.blocks import Block, capture, split_blocks
+from hessiankit.blocks import Block, BlockSplit, capture, split_blocks
 from hessiankit.cli import common
-from hessiankit.cli.batches import combine_batches
+from hessiankit.cli.batches import Reporting, combine_batches
 from hessiankit.errors import DataError, OperatorError
 from hessiankit.operators import hessian_operator
 from hessiankit.solvers import SpectrumResult, spectrum
@@ -102,17 +103,17 @@ def run(args: argparse.Namespace) -> int:
     ]
     capture_seconds = time.perf_counter() - start
     records = []
-    with common.progress(args, len(targets), "blocks", unit="block") as outer:
+    with common.progress(args, len(targets) if len(targets) > 1 else 0, "blocks", unit="block") as outer:
         for block in targets:
-            outer.set_description(f"block {block.index}")
             ops = [
                 hessian_operator(cap, block, wrt=args.wrt, kind=args.kind, eta=args.eta) for cap in caps
             ]
             op = combine_batches(ops, args.wrt)
-            with common.progress(args, None, f"block {block.index} products", unit="product") as bar:
+            dense = args.method == "dense" or (args.method == "auto" and op.dim <= 1024)
+            with common.progress(args, None, f"block {block.index}", unit="product") as bar:
                 res = spectrum(
-                    op, top=args.top, bottom=args.bottom, method=args.method, tol=args.tol,
-                    seed=args.seed, progress=bar, max_dense_bytes=_dense_limit(),
+                    Reporting(op, bar, op.dim if dense else None), top=args.top, bottom=args.bottom,
+                    method=args.method, tol=args.tol, seed=args.seed, max_dense_bytes=_dense_limit(),
                 )
             records.append(_record(args, info, data, block, res, loss))
             outer.update()
@@ -125,10 +126,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _targets(split: object, key: str) -> list[Block]:
-    from hessiankit.blocks import BlockSplit
-
-    assert isinstance(split, BlockSplit)
+def _targets(split: BlockSplit, key: str) -> list[Block]:
     if key == "all":
         return list(split)
     return [split.block(key)]
@@ -150,7 +148,7 @@ def _dense_limit() -> int:
 def _record(
     args: argparse.Namespace, info: common.ModelInfo, data: common.Batches, block: Block,
     res: SpectrumResult, loss: str,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     d = res.to_dict()
     d.update(
         block=block.index,
@@ -174,15 +172,15 @@ def _flag(ok: object) -> str:
     return "yes" if ok else "NO"
 
 
-def _print_one(args: argparse.Namespace, info: common.ModelInfo, data: common.Batches, r: dict[str, object]) -> None:
+def _print_one(args: argparse.Namespace, info: common.ModelInfo, data: common.Batches, r: dict[str, Any]) -> None:
     what = _KIND_WORDS[str(r["kind"])] + (f" (eta={r['eta']})" if r["kind"] == "exact" else "")
     common.out(args, f"block {r['block']} ({r['name']}): {what} w.r.t. {r['wrt']}")
     common.out(args, f"model: {info.label}; data: {_data_words(data)}; bn {r['bn']}; {r['dtype']}")
-    common.out(args, f"dimension {r['dimension']}, method {r['method']}, {r['num_products']} products, {r['seconds']:.2f} s")  # type: ignore[str-format]
+    common.out(args, f"dimension {r['dimension']}, method {r['method']}, {r['num_products']} products, {r['seconds']:.2f} s")
     common.out(args)
     rows = [
         [i + 1, common.fmt(v, ".10e"), common.fmt(res, ".1e"), _flag(c)]
-        for i, (v, res, c) in enumerate(zip(r["eigenvalues"], r["residuals"], r["converged"]))  # type: ignore[call-overload]
+        for i, (v, res, c) in enumerate(zip(r["eigenvalues"], r["residuals"], r["converged"]))
     ]
     if rows:
         common.out(args, "largest eigenvalues")
@@ -190,23 +188,24 @@ def _print_one(args: argparse.Namespace, info: common.ModelInfo, data: common.Ba
         common.out(args)
     rows = [
         [i + 1, common.fmt(v, ".10e"), common.fmt(res, ".1e"), _flag(c)]
-        for i, (v, res, c) in enumerate(zip(r["smallest"], r["smallest_residuals"], r["smallest_converged"]))  # type: ignore[call-overload]
+        for i, (v, res, c) in enumerate(zip(r["smallest"], r["smallest_residuals"], r["smallest_converged"]))
     ]
     if rows:
-        where = f" (on the range: above {r['rank_threshold']:.1e})" if r["smallest_on_range"] else ""  # type: ignore[str-format]
+        where = f" (on the range: above {r['rank_threshold']:.1e})" if r["smallest_on_range"] else ""
         common.out(args, "smallest eigenvalues" + where)
         common.out(args, common.format_table(["#", "eigenvalue", "residual", "converged"], rows, [True, True, True, False]))
         common.out(args)
     rank = "-" if r["rank"] is None else f"{r['rank']} of {r['dimension']}"
-    common.out(args, f"lambda_max          {common.fmt(r['lambda_max'])}")  # type: ignore[arg-type]
-    common.out(args, f"lambda_min_nonzero  {common.fmt(r['lambda_min_nonzero'])}")  # type: ignore[arg-type]
-    common.out(args, f"condition number    {common.fmt(r['condition_number'])} (on the range)")  # type: ignore[arg-type]
+    common.out(args, f"lambda_max          {common.fmt(r['lambda_max'])}")
+    common.out(args, f"lambda_min_nonzero  {common.fmt(r['lambda_min_nonzero'])}")
+    settled = "" if r["condition_converged"] or r["condition_number"] is None else ", NOT converged"
+    common.out(args, f"condition number    {common.fmt(r['condition_number'])} (on the range{settled})")
     common.out(args, f"rank                {rank}")
     if r["condition_note"]:
         common.out(args, f"note: {r['condition_note']}")
 
 
-def _print_all(args: argparse.Namespace, info: common.ModelInfo, data: common.Batches, records: list[dict[str, object]]) -> None:
+def _print_all(args: argparse.Namespace, info: common.ModelInfo, data: common.Batches, records: list[dict[str, Any]]) -> None:
     r0 = records[0]
     what = _KIND_WORDS[str(r0["kind"])] + (f" (eta={r0['eta']})" if r0["kind"] == "exact" else "")
     common.out(args, f"{what} w.r.t. {r0['wrt']}, every block; top {args.top}, bottom {args.bottom}")
@@ -214,15 +213,15 @@ def _print_all(args: argparse.Namespace, info: common.ModelInfo, data: common.Ba
     common.out(args)
     rows = []
     for r in records:
-        conv = bool(all(r["converged"]) and all(r["smallest_converged"]))  # type: ignore[call-overload]
+        conv = bool(all(r["converged"]) and all(r["smallest_converged"]))
         rows.append([
             r["block"], r["name"], r["dimension"], r["method"],
-            common.fmt(r["lambda_max"]),  # type: ignore[arg-type]
-            common.fmt(r["lambda_min_nonzero"]),  # type: ignore[arg-type]
-            common.fmt(r["condition_number"], ".3e"),  # type: ignore[arg-type]
+            common.fmt(r["lambda_max"]),
+            common.fmt(r["lambda_min_nonzero"]),
+            common.fmt(r["condition_number"], ".3e"),
             "-" if r["rank"] is None else r["rank"],
-            common.fmt(max(list(r["residuals"]) + list(r["smallest_residuals"]) or [0.0]), ".1e"),  # type: ignore[call-overload]
-            _flag(conv), r["num_products"], f"{r['seconds']:.2f}",  # type: ignore[str-format]
+            common.fmt(max(list(r["residuals"]) + list(r["smallest_residuals"]) or [0.0]), ".1e"),
+            _flag(conv), r["num_products"], f"{r['seconds']:.2f}",
         ])
     headers = ["block", "name", "dim", "method", "lambda_max", "lambda_min>0", "kappa", "rank",
                "max resid", "conv", "products", "seconds"]
@@ -232,5 +231,5 @@ def _print_all(args: argparse.Namespace, info: common.ModelInfo, data: common.Ba
 def _data_words(data: common.Batches) -> str:
     d = data.description
     src = f"--data {d['data']}" if "data" in d else f"{d['dataset']} ({d['split']})"
-    shape = "x".join(str(s) for s in d["input_shape"])  # type: ignore[attr-defined]
+    shape = "x".join(str(s) for s in d["input_shape"])
     return f"{src}, {d['num_batches']} x {d['batch_size']} samples of {shape}"

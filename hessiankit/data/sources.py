@@ -126,7 +126,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 def _fixed_split(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(_FIXED_SPLIT_SEED).permutation(len(x))
-    n_test = int(round(_TEST_FRACTION * len(x)))
+    n_test = round(_TEST_FRACTION * len(x))
     idx = order[-n_test:] if split == "test" else order[:-n_test]
     idx = np.sort(idx)
     return x[idx], y[idx]

@@ -8,14 +8,30 @@
 
 from __future__ import annotations
 
-from hessiankit.io.jsonio import OutputError, check_writable, to_jsonable, write_json_atomic
-from hessiankit.io.model import LoadedModel, is_torchscript, load_arch, load_model, unscript
-from hessiankit.io.torchfile import TORCH_NN_CLASSES, blocked_globals, is_payload, read_torch_file
+from hessiankit.io.jsonio import (
+    OutputError,
+    check_writable,
+    to_jsonable,
+    write_json_atomic,
+)
+from hessiankit.io.model import (
+    LoadedModel,
+    is_torchscript,
+    load_arch,
+    load_model,
+    unscript,
+)
+from hessiankit.io.torchfile import (
+    TORCH_NN_CLASSES,
+    blocked_globals,
+    is_payload,
+    read_torch_file,
+)
 
 __all__ = [
+    "TORCH_NN_CLASSES",
     "LoadedModel",
     "OutputError",
-    "TORCH_NN_CLASSES",
     "blocked_globals",
     "check_writable",
     "is_payload",

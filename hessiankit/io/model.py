@@ -76,7 +76,7 @@ def load_model(
         raise ModelLoadError(f"model file {str(p)!r} does not exist; check the path")
     if is_torchscript(p):
         try:
-            scripted = torch.jit.load(str(p), map_location="cpu")
+            scripted = torch.jit.load(str(p), map_location="cpu")  # type: ignore[no-untyped-call]
         except (RuntimeError, OSError, ValueError) as exc:
             raise ModelLoadError(f"{p.name} is a damaged TorchScript archive ({_line(exc)})") from None
         return LoadedModel(unscript(scripted, p.name), "torchscript", str(p))
@@ -89,7 +89,7 @@ def load_model(
             "--arch package.module:factory"
         )
     raise ModelLoadError(
-        f"{p.name} holds a {type(obj).__name__}, not a model; save it with torch.save(model)"
+        f"{p.name} holds a {type(obj).__name__} object, not a model; save it with torch.save(model)"
     )
 
 
@@ -161,7 +161,7 @@ def unscript(module: nn.Module, name: str) -> nn.Module:
 def _state_dict_of(obj: object) -> dict[str, torch.Tensor] | None:
     if isinstance(obj, dict):
         if obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
-            return obj  # type: ignore[return-value]
+            return obj
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
             if isinstance(inner, nn.Module):

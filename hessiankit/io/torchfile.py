@@ -20,8 +20,7 @@ import zipfile
 from pathlib import Path
 
 import torch
-import torch.serialization as serialization
-from torch import nn
+from torch import nn, serialization
 
 from hessiankit.errors import HessiankitError, ModelLoadError
 
@@ -39,9 +38,12 @@ _ALLOWED_NAMES = frozenset(f"{c.__module__}.{c.__qualname__}" for c in TORCH_NN_
 
 # Modules whose callables execute code or touch the system: a GLOBAL from them is a payload.
 _PAYLOAD_MODULES = frozenset(
-    "os posix nt subprocess builtins __builtin__ sys runpy importlib shutil socket pty code "
-    "codeop webbrowser ctypes pickle marshal types functools operator pathlib io tempfile "
-    "commands popen2 platform multiprocessing asyncio threading signal urllib requests".split()
+    [
+        "os", "posix", "nt", "subprocess", "builtins", "__builtin__", "sys", "runpy", "importlib",
+        "shutil", "socket", "pty", "code", "codeop", "webbrowser", "ctypes", "pickle", "marshal",
+        "types", "functools", "operator", "pathlib", "io", "tempfile", "commands", "popen2",
+        "platform", "multiprocessing", "asyncio", "threading", "signal", "urllib", "requests",
+    ]
 )
 
 

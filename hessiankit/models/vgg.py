@@ -72,7 +72,7 @@ def vgg_config(cfg: str | Config, width: float = 1.0) -> tuple[int | str, ...]:
         if c == "M":
             out.append("M")
         elif isinstance(c, int) and not isinstance(c, bool) and c > 0:
-            out.append(max(1, int(round(width * c))))
+            out.append(max(1, round(width * c)))
         else:
             raise ValueError(f"VGG configuration entries are positive ints or 'M', got {c!r}")
     if not any(isinstance(c, int) for c in out):
