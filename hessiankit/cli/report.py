@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             outer(done[0], stages * len(chosen))
             outer.set_description(message)
             done[0] += 1
+            if inner.bar is not None:  # each stage counts its own products from zero
+                inner.bar.reset(total=None)
 
         analyses = analyse_blocks(
             prep.captures[0], [b.index for b in chosen], wrt=args.wrt, kind=args.kind, eta=args.eta,
