@@ -15,6 +15,7 @@ Run (about 3 minutes on one shared core):  OMP_NUM_THREADS=1 python analyses/rep
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ FIGS = ROOT / "figures" / "report-example"
 def mlp(act: type[nn.Module], bn: bool) -> nn.Sequential:
     widths = [64, 32, 32, 32, 32]
     layers: list[nn.Module] = []
-    for a, b in zip(widths, widths[1:]):
+    for a, b in itertools.pairwise(widths):
         layers += [nn.Linear(a, b)] + ([nn.BatchNorm1d(b)] if bn else []) + [act()]
     return nn.Sequential(*layers, nn.Linear(32, 10)).double()
 

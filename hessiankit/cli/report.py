@@ -21,7 +21,12 @@ import argparse
 import time
 
 from hessiankit.cli import common
-from hessiankit.cli.density import add_density_arguments, add_operator_arguments, build_operators, check_output
+from hessiankit.cli.density import (
+    add_density_arguments,
+    add_operator_arguments,
+    build_operators,
+    check_output,
+)
 from hessiankit.errors import OperatorError
 
 NAME = "report"
@@ -68,7 +73,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here: matplotlib and seaborn would slow every other command's start
-    from hessiankit.report import Report, analyse_blocks, run_settings, to_json, write_html, write_markdown
+    from hessiankit.report import (
+        Report,
+        analyse_blocks,
+        run_settings,
+        to_json,
+        write_html,
+        write_markdown,
+    )
     from hessiankit.report.tables import COLUMNS, summary_rows
 
     out = args.out or f"report.{args.format}"

@@ -15,12 +15,12 @@ import matplotlib
 
 matplotlib.use("Agg", force=False)  # headless: never needs a display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from hessiankit.errors import HessiankitError  # noqa: E402
+from hessiankit.errors import HessiankitError
 
 __all__ = ["FORMATS", "new_axes", "palette", "save_figure", "style"]
 

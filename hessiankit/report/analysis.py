@@ -23,8 +23,8 @@ import datetime as _dt
 import platform
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -153,7 +153,7 @@ def analyse_blocks(
     seed: int = 0,
     progress: ProgressFn | None = None,
     product_progress: Callable[[int, int], None] | None = None,
-    options: Mapping[str, object] | None = None,
+    options: Mapping[str, Any] | None = None,
     make_operator: Callable[[Block], SymmetricOperator] | None = None,
 ) -> tuple[BlockAnalysis, ...]:
     """Spectrum, trace and (optionally) SLQ density of one operator per block.
@@ -181,17 +181,22 @@ def analyse_blocks(
     chosen: list[Block] = list(capture.split) if blocks == "all" else [capture.split.block(b) for b in blocks]
     if not chosen:
         raise OperatorError("no blocks to analyse; pass --blocks all or block numbers")
+    extra: dict[str, Any] = dict(options or {})
     out = []
     for blk in chosen:
-        if make_operator is None:
-            op = hessian_operator(capture, blk, wrt=wrt, kind=kind, eta=eta)
-        else:
-            op = make_operator(blk)
-        say = (lambda s, b=blk: progress(f"block {b.index} ({b.name}): {s}")) if progress else (lambda s: None)
+        op: SymmetricOperator = (
+            hessian_operator(capture, blk, wrt=wrt, kind=kind, eta=eta)
+            if make_operator is None else make_operator(blk)
+        )
+
+        def say(stage: str, b: Block = blk) -> None:
+            if progress is not None:
+                progress(f"block {b.index} ({b.name}): {stage}")
+
         say(f"spectrum (dimension {op.dim})")
         k_top, k_bot = min(top, op.dim), min(bottom, op.dim)
         spec = spectrum(op, top=k_top, bottom=k_bot, method=method, tol=tol, seed=seed,
-                        progress=product_progress, **dict(options or {}))
+                        progress=product_progress, **extra)
         say("trace")
         tr = trace(op, method=trace_method, num_products=trace_products, seed=seed)
         warnings = _warnings(spec)
@@ -199,11 +204,12 @@ def analyse_blocks(
         if density:
             say("spectral density")
             c = spec.condition
-            # below the smallest nonzero eigenvalue only the null space's mass can sit (see slq)
-            known = spec.bottom_on_range and c.converged and c.lambda_min_nonzero and not warnings
+            # a node below half the smallest nonzero eigenvalue carries the null space's mass
+            zero: float | None = None
+            if spec.bottom_on_range and c.converged and c.lambda_min_nonzero and not warnings:
+                zero = 0.5 * c.lambda_min_nonzero
             dens = slq(op, num_probes=density_probes, num_steps=density_steps, seed=seed,
-                       zero_threshold=0.5 * c.lambda_min_nonzero if known else None,
-                       zero_rtol=(options or {}).get("rank_rtol"),  # type: ignore[arg-type]
+                       zero_threshold=zero, zero_rtol=extra.get("rank_rtol"),
                        progress=product_progress)
         out.append(BlockAnalysis(blk.index, blk.name, spec, tr, dens, _modules(capture, blk), warnings))
     return tuple(out)

@@ -69,8 +69,10 @@ def render_html(report: Report, figures: list[ReportFigure] | None = None) -> st
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         # forbids every network request the page could make, whatever is inside it
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-        "img-src data:; style-src 'unsafe-inline'\">",
+        (
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+            "img-src data:; style-src 'unsafe-inline'\">"
+        ),
         f"<title>{e(report.title)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>{e(report.title)}</h1>",
         f'<p class="sub">{e(_subtitle(report))}</p>',
@@ -94,10 +96,12 @@ def render_html(report: Report, figures: list[ReportFigure] | None = None) -> st
         '<h2 id="settings">Run settings</h2>',
         _settings_table(report.settings),
         '<h2 id="data">Every number (JSON)</h2>',
-        "<p>The same numbers at full precision: "
-        f'<a download="hessiankit-report.json" href="data:application/json;base64,'
-        f'{base64.b64encode(data.encode()).decode()}">download the JSON</a>'
-        " (also inline below, in the element <code>#hessiankit-data</code>).</p>",
+        (
+            "<p>The same numbers at full precision: "
+            f'<a download="hessiankit-report.json" href="data:application/json;base64,'
+            f'{base64.b64encode(data.encode()).decode()}">download the JSON</a>'
+            " (also inline below, in the element <code>#hessiankit-data</code>).</p>"
+        ),
         '<script type="application/json" id="hessiankit-data">'
         + data.replace("<", "\\u003c") + "</script>",  # '<' only occurs inside JSON strings
         "</main></body></html>",
@@ -190,13 +194,13 @@ def _block_details(b: BlockAnalysis) -> str:
     if b.density is not None:
         d = b.density
         m1, s1 = d.moment(1)
-        items.append((
-            "spectral density",
+        density_text = (
             f"{d.num_probes} probes × {d.num_steps} steps, mean eigenvalue {fmt(m1)} ± {fmt(s1, 2)}, "
             f"kernel width σ = {fmt(d.linear.sigma, 3)} (λ) and {fmt(d.log.sigma, 3)} decades "
             f"(log10|λ|), zero mass {d.zero_mass:.3f} (nodes with |θ| ≤ {fmt(d.zero_threshold, 3)}), "
-            f"negative mass {d.negative_mass:.3f}",
-        ))
+            f"negative mass {d.negative_mass:.3f}"
+        )
+        items.append(("spectral density", density_text))
     items += [("warning", w) for w in b.warnings]
     e = html.escape
     bad = ' class="bad"'

@@ -27,7 +27,7 @@ COLUMNS = (
 )
 
 
-def fmt(x: float | int | None, digits: int = 4) -> str:
+def fmt(x: float | None, digits: int = 4) -> str:
     """A number for reading: ``n/a`` for unknown, ``digits`` significant digits for floats."""
     if x is None:
         return "n/a"

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from plots.files import assert_written
 from solvers import spectra
 
 import hessiankit as hk
@@ -21,6 +20,7 @@ from hessiankit.plots import (
 )
 from hessiankit.plots.eigenvalues import eigenvalue_positions
 from hessiankit.solvers.slq import slq
+from plots.files import assert_written
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plots.files import assert_written
 from scipy import stats
 
 from hessiankit.errors import DataError
 from hessiankit.plots import confidence_band, plot_training_curves, save_figure
+from plots.files import assert_written
 
 
 def _curves() -> dict[str, np.ndarray]:

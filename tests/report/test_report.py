@@ -15,7 +15,14 @@ from plots.files import assert_valid_png
 from references import dense_reference
 
 import hessiankit as hk
-from hessiankit.report import Report, analyse_blocks, render_html, run_settings, to_json, write_markdown
+from hessiankit.report import (
+    Report,
+    analyse_blocks,
+    render_html,
+    run_settings,
+    to_json,
+    write_markdown,
+)
 from hessiankit.report.tables import fmt
 
 SLICES = {1: (0, 4), 2: (4, 5)}  # conv_bn blocks as slices of the Sequential
@@ -64,9 +71,8 @@ class _Page(HTMLParser):
 @pytest.fixture(scope="module")
 def report():
     import torch
-    from torch import nn
-
     from conftest import randomise_bn
+    from torch import nn
 
     torch.manual_seed(1)
     net = nn.Sequential(
@@ -124,7 +130,7 @@ def test_every_figure_is_embedded_and_valid(report, tmp_path: Path) -> None:
 
 
 def test_the_page_needs_no_external_resource(report) -> None:
-    rep, _, text = report
+    _, _, text = report
     page = _Page()
     page.feed(text)
     for tag, attrs in page.tags:
@@ -172,7 +178,7 @@ def test_markdown_writes_pngs_beside_it(report, tmp_path: Path) -> None:
         assert_valid_png(tmp_path / "out" / link)
     assert json.loads((tmp_path / "out" / "report.json").read_text()) == json.loads(to_json(rep))
     for b in rep.blocks:
-        assert re.search(rf"^\| {b.index} \| ", md, re.M)
+        assert re.search(rf"^\| {b.index} \| ", md, re.MULTILINE)
     assert paths[-1].name == "report.md"
 
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 from scipy.integrate import trapezoid
-from solvers import spectra
 
 from hessiankit.blocks import capture
 from hessiankit.errors import OperatorError
 from hessiankit.operators import MatrixOperator, hessian_operator
 from hessiankit.solvers.slq import _rademacher, slq
+from solvers import spectra
 
 
 def _probe_se(B: np.ndarray, p: int) -> float:
@@ -70,7 +70,7 @@ def test_nodes_and_weights_are_the_gauss_quadrature_of_each_probe() -> None:
         t, w = d.nodes[l], d.weights[l]
         assert w.sum() == pytest.approx(1.0, abs=1e-13) and (w >= 0).all()
         Akv = v.clone()
-        for k in range(0, 2 * m):  # exact for every degree up to 2m - 1
+        for k in range(2 * m):  # exact for every degree up to 2m - 1
             ref = float(v @ Akv)
             assert np.sum(w * t**k) == pytest.approx(ref, rel=1e-8, abs=1e-12)
             Akv = A @ Akv
