@@ -60,8 +60,9 @@ def report_figures(report: Report) -> list[ReportFigure]:
                 f"block-{b.index}-density",
                 f"Block {b.index}: SLQ spectral density ({d.num_probes} probes, {d.num_steps} Lanczos "
                 f"steps), Gaussian kernel; left λ (log density axis), right log10|λ| of the nonzero "
-                "nodes. With fewer steps than distinct eigenvalues, a null space's mass sits on the "
-                "smallest node (the left-most peak), not at a rounding-level zero.",
+                "nodes." + ("" if b.spectrum.condition.nullity == 0 else
+                " With fewer steps than distinct eigenvalues, a null space's mass sits on the "
+                "smallest node (the left-most peak), not at a rounding-level zero."),
                 b.index,
                 plot_density(d, title=f"block {b.index} ({b.name}): spectral density"),
             ))
