@@ -31,6 +31,8 @@ def render_markdown(report: Report, figure_dir: str) -> str:
         row = {**row, "module": f"`{row['module']}` {row['modules']}".strip()}
         lines.append("| " + " | ".join(_cell(row[k]) for k, _ in COLUMNS) + " |")
     lines.append("")
+    for b in report.blocks:
+        lines += [f"**Block {b.index}**: {w}." for w in b.warnings] + ([""] if b.warnings else [])
     figs = report_figures(report)
     for f in figs:
         if f.block is None:
