@@ -2,7 +2,8 @@
 
 One seaborn theme (``whitegrid``, ``paper`` context, colour-blind palette) is applied inside a
 context manager so that importing hessiankit never changes a user's own matplotlib settings.
-Figures are drawn with the non-interactive Agg canvas, so no display is needed.
+Figures are :class:`matplotlib.figure.Figure` objects made without pyplot: no backend is
+selected or changed, no display is needed, and nothing accumulates in pyplot's figure list.
 """
 
 from __future__ import annotations

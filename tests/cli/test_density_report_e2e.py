@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from plots.files import assert_valid_png, assert_valid_svg
 from references import dense_reference
+from scipy.integrate import trapezoid
 
 from cli.conftest import Run, read_json
 
@@ -31,7 +32,7 @@ def test_density_moments_nodes_and_plot(hk: Run, tmp_path: Path, mlp_files) -> N
         assert sum(weights) == pytest.approx(1.0, abs=1e-12)
     se = math.sqrt(2 * (np.sum(H * H) - np.sum(np.diag(H) ** 2)) / n**2 / 6)
     assert abs(d["mean_eigenvalue"] - ev.mean()) <= 4 * se
-    assert np.trapezoid(d["linear"]["density"], d["linear"]["grid"]) == pytest.approx(1.0, abs=1e-9)
+    assert trapezoid(d["linear"]["density"], d["linear"]["grid"]) == pytest.approx(1.0, abs=1e-9)
     assert_valid_png(tmp_path / "dens.png")
     assert_valid_svg(tmp_path / "dens.svg")
 

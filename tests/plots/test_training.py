@@ -68,3 +68,15 @@ def test_bad_input_is_a_one_line_error() -> None:
         plot_training_curves({"a": np.zeros((2, 5))}, steps=np.arange(4))
     with pytest.raises(DataError, match="at least one"):
         plot_training_curves({})
+
+
+def test_plots_leave_pyplot_and_rc_settings_alone() -> None:
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    backend, rc = matplotlib.get_backend(), dict(matplotlib.rcParams)
+    fig = plot_training_curves(_curves())
+    assert plt.get_fignums() == []  # not registered with pyplot: nothing leaks
+    assert matplotlib.get_backend() == backend
+    assert dict(matplotlib.rcParams) == rc  # the seaborn theme applied only while drawing
+    assert fig.axes[0].get_lines()
