@@ -264,10 +264,11 @@ def _lanczos_batch(
     steps = np.full(p, m)
     active = np.ones(p, dtype=bool)
     eps = torch.finfo(op.dtype).eps
-    # preallocated float64 basis (m, n, p): reorthogonalisation works on views, never copies
-    basis = torch.empty((m if reorth else 0, n, p), dtype=torch.float64, device=V.device)
+    # preallocated float64 basis, one (m, n) block per probe: reorthogonalisation is two
+    # batched matrix products on views, never a copy of the basis
+    basis = torch.empty((p, m if reorth else 0, n), dtype=torch.float64, device=V.device)
     if reorth:
-        basis[0] = V
+        basis[:, 0] = V.T
     q_prev = torch.zeros_like(V)
     q = V
     b_prev = torch.zeros(p, dtype=torch.float64, device=V.device)
@@ -281,9 +282,11 @@ def _lanczos_batch(
         a = (q * W).sum(dim=0)
         W -= q * a + q_prev * b_prev
         if reorth:  # two passes of classical Gram-Schmidt, per probe
-            B = basis[: j + 1]
+            B = basis[:, : j + 1]
+            Wt = W.T.contiguous()
             for _ in range(2):
-                W -= torch.einsum("jnp,jp->np", B, torch.einsum("jnp,np->jp", B, W))
+                Wt -= torch.bmm(B.transpose(1, 2), torch.bmm(B, Wt[:, :, None]))[:, :, 0]
+            W = Wt.T
         b = W.norm(dim=0)
         a_np, b_np = a.cpu().numpy(), b.cpu().numpy()
         alpha[j, active] = a_np[active]
@@ -302,7 +305,7 @@ def _lanczos_batch(
         q_prev, q = q, torch.where(mask, W / safe, torch.zeros_like(W))
         b_prev = torch.where(mask, b, torch.zeros_like(b))
         if reorth:
-            basis[j + 1] = q
+            basis[:, j + 1] = q.T
     return alpha, beta, steps
 
 
