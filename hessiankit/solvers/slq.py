@@ -59,7 +59,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from hessiankit.errors import OperatorError
+from hessiankit.errors import NumericalError, OperatorError
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.solvers.lanczos import default_rank_rtol
 
@@ -289,6 +289,11 @@ def _lanczos_batch(
             W = Wt.T
         b = W.norm(dim=0)
         a_np, b_np = a.cpu().numpy(), b.cpu().numpy()
+        if not (np.isfinite(a_np[active]).all() and np.isfinite(b_np[active]).all()):
+            raise NumericalError(
+                f"operator products became NaN or Inf at Lanczos step {j + 1}; check the model's "
+                "weights and data for non-finite values, or use --dtype float64"
+            )
         alpha[j, active] = a_np[active]
         beta[j, active] = b_np[active]
         anorm = max(anorm, float(np.max(np.abs(a_np[active]) + b_np[active] + b_prev.cpu().numpy()[active])))

@@ -151,6 +151,15 @@ def test_bad_options_are_refused() -> None:
     assert not slq(op, num_steps=3, max_basis_bytes=10).reorthogonalized  # auto falls back
 
 
+def test_non_finite_products_raise_a_numerical_error() -> None:
+    from hessiankit.errors import NumericalError
+
+    A = torch.eye(5, dtype=torch.float64)
+    A[2, 2] = float("nan")
+    with pytest.raises(NumericalError, match="NaN or Inf"):
+        slq(MatrixOperator(A), num_probes=2, num_steps=3)
+
+
 def test_identity_has_all_mass_at_one() -> None:
     d = slq(MatrixOperator(torch.eye(50, dtype=torch.float64)), num_probes=3, num_steps=10, seed=0)
     assert d.steps == (1, 1, 1)
