@@ -60,7 +60,8 @@ def report_figures(report: Report) -> list[ReportFigure]:
                 f"block-{b.index}-density",
                 f"Block {b.index}: SLQ spectral density ({d.num_probes} probes, {d.num_steps} Lanczos "
                 f"steps), Gaussian kernel; left λ (log density axis), right log10|λ| of the nonzero "
-                "nodes." + ("" if b.spectrum.condition.nullity == 0 else
+                "nodes. Where the nodes are sparse, each shows as its own peak whose area is the "
+                "mass of the eigenvalues around it, not a cluster." + ("" if b.spectrum.condition.nullity == 0 else
                 " With fewer steps than distinct eigenvalues, a null space's mass sits on the "
                 "smallest node (the left-most peak), not at a rounding-level zero."),
                 b.index,

@@ -23,7 +23,9 @@ Two curves come from the same nodes (no extra products):
     density of ``lambda`` on a grid covering the Ritz values plus 8 sigma either side.
     **Default width**: ``sigma = (theta_max - theta_min) / m``. An m-node quadrature resolves
     the spectrum to about ``1/m`` of its spread; a narrower kernel would show the individual
-    nodes rather than the density, a wider one blurs real structure.
+    nodes rather than the density, a wider one blurs real structure. Where the nodes are sparse
+    (the ends of the spectrum, and the small end of the log curve) each node still shows as its
+    own peak; its area is the quadrature weight, the mass of the eigenvalues around it.
 ``log``
     density of ``u = log10 |lambda|`` over the nodes with ``|theta| > zero_threshold``, the
     same rule for the width in decades. The mass of the nodes at or below the threshold (the
