@@ -6,6 +6,10 @@ Commands (one module each in this package):
     the block table: index, module paths, parameters, input/output shapes, BN, skip.
 ``hessiankit spectrum [MODEL] --block B``
     extreme eigenvalues, residuals and condition number of a block's local Hessian.
+``hessiankit density [MODEL] --block B``
+    the spectral density of a block's local Hessian by stochastic Lanczos quadrature.
+``hessiankit report [MODEL] [--blocks all] [--out report.html]``
+    a self-contained HTML (or Markdown) report: per-block table, plots, settings, JSON.
 
 Without ``MODEL`` both run on the built-in small VGG with BN and Fashion-MNIST.
 
@@ -40,7 +44,7 @@ from hessiankit.errors import HessiankitError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Modules of this package that define a command, in the order ``hessiankit -h`` lists them.
-COMMANDS: tuple[str, ...] = ("blocks", "spectrum")
+COMMANDS: tuple[str, ...] = ("blocks", "spectrum", "density", "report")
 
 
 def _commands() -> list[ModuleType]:
