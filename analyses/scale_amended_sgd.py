@@ -31,7 +31,7 @@ full      1      55000/5000/10k  30     128     0.003 ... 0.3 (x3.33)   3
 
 Usage::
 
-    python analyses/scale_amended_sgd.py            # CPU default, figures/optimizer/
+    python analyses/scale_amended_sgd.py --overhead # CPU default, figures/optimizer/
     python analyses/scale_amended_sgd.py --full     # GPU, figures/optimizer/full/
     python analyses/scale_amended_sgd.py --smoke --out /tmp/x
 
@@ -92,7 +92,7 @@ class Config:
 
 
 CONFIGS = {
-    "smoke": Config("smoke", 1 / 16, 256, 128, 128, 2, 64, (0.03, 0.1), 2),
+    "smoke": Config("smoke", 1 / 16, 256, 128, 128, 2, 64, (0.03, 0.1), 2, refresh_every=2),
     "cpu": Config("cpu", 1 / 8, 8000, 1000, 2000, 6, 128, (0.003, 0.01, 0.03, 0.1, 0.3), 3),
     "full": Config("full", 1.0, 55000, 5000, 10000, 30, 128, (0.003, 0.01, 0.03, 0.1, 0.3), 3),
 }
@@ -294,6 +294,44 @@ def verdict(summary: dict) -> str:
     )
 
 
+def overhead_benchmark(cfg: Config, data, device: torch.device, rounds: int = 5, steps: int = 10) -> dict:
+    """Seconds per training step of SGD and scale-amended SGD, measured interleaved.
+
+    Both optimizers train their own copy of the model on the same batches; rounds of ``steps``
+    steps alternate between them so that load from other processes hits both alike. The ratio
+    is the median over rounds (refresh period as in ``cfg``; ``steps`` is a multiple of it, so
+    every round pays its share of refreshes).
+    """
+    x, y = data["train"]
+    per: dict[str, list[float]] = {o: [] for o in OPTIMIZERS}
+    built = {o: build(cfg, o, cfg.lrs[0], 0, 10**6, device) for o in OPTIMIZERS}
+    for r in range(rounds + 1):
+        for o in OPTIMIZERS:
+            net, opt, _ = built[o]
+            net.train()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for k in range(steps):
+                idx = torch.arange(k * cfg.batch, (k + 1) * cfg.batch, device=device) % x.shape[0]
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(net(x[idx]), y[idx]).backward()
+                opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if r > 0:  # round 0 warms up
+                per[o].append((time.perf_counter() - start) / steps)
+    ratios = [a / b for a, b in zip(per["scale-amended"], per["sgd"])]
+    return {
+        "seconds_per_step": {o: float(np.median(v)) for o, v in per.items()},
+        "ratio_median": float(np.median(ratios)),
+        "ratios": ratios,
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "refresh_every": cfg.refresh_every,
+    }
+
+
 # ------------------------------------------------------------------------------------ output
 
 
@@ -333,6 +371,19 @@ def write_outputs(cfg: Config, summary: dict, finals: dict[str, list[dict]], out
         ax.set_title("learning-rate sweeps, same grid and budget")
         ax.legend(frameon=False)
     save_figure(fig2, out / "sweep")
+    amended = finals["scale-amended"][0]
+    if amended["amendment"]:
+        r = np.array(amended["amendment"], dtype=float)  # epochs x blocks
+        with style():
+            fig3, ax = new_axes(None, (6.0, 3.8))
+            for b in range(r.shape[1]):
+                ax.plot(np.arange(1, r.shape[0] + 1), r[:, b], "o-", ms=3, lw=1.2, label=f"block {b + 1}")
+            ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("multiplier r_b (lr_b = lr * r_b)")
+            ax.set_title(f"scale-amended SGD, per-block multipliers (lr {amended['lr']:g}, seed 0)")
+            ax.legend(frameon=False, fontsize=7, ncol=2)
+        save_figure(fig3, out / "amendment")
     (out / "table.md").write_text(table(cfg, summary))
 
 
@@ -363,7 +414,14 @@ def table(cfg: Config, summary: dict) -> str:
         "",
         f"Paired difference (amended - SGD, same seed = same init and data order): test accuracy "
         f"{100 * m:+.2f} +- {100 * h:.2f} points; training loss {lm:+.4f} +- {lh:.4f}; "
-        f"time per epoch ratio {d['overhead_ratio']:.3f}.",
+        f"time per epoch ratio {d['overhead_ratio']:.3f} (separate runs on a shared machine)."
+        + (
+            f" Interleaved step timing: {1e3 * ob['seconds_per_step']['sgd']:.1f} ms (SGD) vs "
+            f"{1e3 * ob['seconds_per_step']['scale-amended']:.1f} ms (amended), median ratio "
+            f"{ob['ratio_median']:.3f}."
+            if (ob := summary.get("overhead_benchmark"))
+            else ""
+        ),
         "",
         "Sweeps (seed 0, final validation accuracy / training loss):",
         "",
@@ -396,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--data", default=None, choices=["fashion-mnist", "synthetic", "digits", "mnist"],
                    help="data set instead of the configuration's (tests use synthetic)")
+    p.add_argument("--overhead", action="store_true",
+                   help="also time steps of both optimizers interleaved (robust overhead ratio)")
     args = p.parse_args(argv)
     cfg = CONFIGS["smoke" if args.smoke else "full" if args.full else "cpu"]
     if args.data is not None:
@@ -422,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finals[o] = [seed0] + [run_one(cfg, o, lr, s, data, ckpt, device, progress)
                                for s in range(1, cfg.seeds)]
     summary = summarise(cfg, sweeps, finals)
+    if args.overhead:
+        rounds, steps = (2, cfg.refresh_every) if cfg.name == "smoke" else (5, 2 * cfg.refresh_every)
+        summary["overhead_benchmark"] = overhead_benchmark(cfg, data, device, rounds, steps)
     summary["device"] = str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
     summary["torch_threads"] = torch.get_num_threads()
     summary["verdict"] = verdict(summary)

@@ -24,12 +24,13 @@ def load_script():
 def test_smoke_run_writes_outputs_and_resumes(tmp_path: Path) -> None:
     exp = load_script()
     out, ck = tmp_path / "out", tmp_path / "ck"
-    argv = ["--smoke", "--data", "synthetic", "--out", str(out), "--checkpoints", str(ck), "--no-progress"]
+    argv = ["--smoke", "--data", "synthetic", "--out", str(out), "--checkpoints", str(ck), "--no-progress",
+            "--overhead"]
     threads = torch.get_num_threads()
     try:
         assert exp.main(argv) == 0
         first = json.loads((out / "results.json").read_text())
-        for name in ("curves.png", "curves.svg", "sweep.png", "table.md"):
+        for name in ("curves.png", "curves.svg", "sweep.png", "amendment.png", "table.md"):
             assert (out / name).is_file()
         cfg = exp.CONFIGS["smoke"]
         # one run per rate and optimizer, plus the extra seeds at the best rate
@@ -42,6 +43,8 @@ def test_smoke_run_writes_outputs_and_resumes(tmp_path: Path) -> None:
         a, s = first["optimizers"]["scale-amended"], first["optimizers"]["sgd"]
         assert d["values"] == [p - q for p, q in zip(a["final_test_acc"], s["final_test_acc"])]
         assert "Verdict" in (out / "table.md").read_text()
+        ob = first["overhead_benchmark"]
+        assert ob["ratio_median"] > 0 and len(ob["ratios"]) == ob["rounds"]
         # a second call finds every run finished in its checkpoint and reproduces the results
         assert exp.main(argv) == 0
         again = json.loads((out / "results.json").read_text())
