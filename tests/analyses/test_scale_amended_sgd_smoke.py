@@ -25,7 +25,7 @@ def test_smoke_run_writes_outputs_and_resumes(tmp_path: Path) -> None:
     exp = load_script()
     out, ck = tmp_path / "out", tmp_path / "ck"
     argv = ["--smoke", "--data", "synthetic", "--out", str(out), "--checkpoints", str(ck), "--no-progress",
-            "--overhead"]
+            "--overhead", "--ablation"]
     threads = torch.get_num_threads()
     try:
         assert exp.main(argv) == 0
@@ -34,8 +34,9 @@ def test_smoke_run_writes_outputs_and_resumes(tmp_path: Path) -> None:
             assert (out / name).is_file()
         cfg = exp.CONFIGS["smoke"]
         # one run per rate and optimizer, plus the extra seeds at the best rate
-        assert len(list(ck.glob("*.pt"))) == 2 * (len(cfg.lrs) + cfg.seeds - 1)
-        for o in exp.OPTIMIZERS:
+        assert len(list(ck.glob("*.pt"))) == 3 * (len(cfg.lrs) + cfg.seeds - 1)
+        assert "ablation_paired_difference" in first
+        for o in (*exp.OPTIMIZERS, exp.ABLATION):
             r = first["optimizers"][o]
             assert r["best_lr"] in cfg.lrs and len(r["final_test_acc"]) == cfg.seeds
             assert all(0.0 <= a <= 1.0 for a in r["final_test_acc"])
