@@ -31,7 +31,7 @@ full      1      55000/5000/10k  30     128     0.003 ... 0.3 (x3.33)   3
 
 Usage::
 
-    python analyses/scale_amended_sgd.py --overhead # CPU default, figures/optimizer/
+    python analyses/scale_amended_sgd.py --ablation --overhead --seeds 5   # committed CPU run
     python analyses/scale_amended_sgd.py --full     # GPU, figures/optimizer/full/
     python analyses/scale_amended_sgd.py --smoke --out /tmp/x
 
@@ -388,8 +388,10 @@ def write_outputs(cfg: Config, summary: dict, finals: dict[str, list[dict]], out
         r = np.array(amended["amendment"], dtype=float)  # epochs x blocks
         with style():
             fig3, ax = new_axes(None, (6.0, 3.8))
+            colours = matplotlib.colormaps["tab20"](np.linspace(0, 1, r.shape[1]))
             for b in range(r.shape[1]):
-                ax.plot(np.arange(1, r.shape[0] + 1), r[:, b], "o-", ms=3, lw=1.2, label=f"block {b + 1}")
+                ax.plot(np.arange(1, r.shape[0] + 1), r[:, b], "o-", ms=3, lw=1.2, color=colours[b],
+                        label=f"block {b + 1}")
             ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_ylabel("multiplier r_b (lr_b = lr * r_b)")
@@ -473,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--data", default=None, choices=["fashion-mnist", "synthetic", "digits", "mnist"],
                    help="data set instead of the configuration's (tests use synthetic)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds at the best rate (default: config's)")
     p.add_argument("--ablation", action="store_true",
                    help=f"also run {ABLATION} (no clipping, arithmetic-mean normalisation)")
     p.add_argument("--overhead", action="store_true",
@@ -481,6 +484,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = CONFIGS["smoke" if args.smoke else "full" if args.full else "cpu"]
     if args.data is not None:
         cfg = replace(cfg, data=args.data)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            print("error: --seeds must be at least 1", file=sys.stderr)
+            return 2
+        cfg = replace(cfg, seeds=args.seeds)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
                           else args.device)
     torch.set_num_threads(max(1, args.threads))
