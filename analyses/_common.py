@@ -121,11 +121,19 @@ def _jsonable(x: object) -> object:
     return str(x)
 
 
-def kappa_of(op: object) -> tuple[float, int, int]:
+#: Relative null threshold of the analyses' condition numbers. The core's default
+#: (``10 sqrt(n) eps``, ~4e-14 at n = 256) counts round-off as range in batch-norm input
+#: Hessians: their exact null space (2 directions per unit: shift and scale of u_i) comes out
+#: at 1e-14..1e-11 relative from the train-mode products, which gave kappa ~ 1e13. So
+#: eigenvalues below 1e-9 lambda_max count as zero here; kappas above ~1e9 are not resolved.
+RANK_RTOL = 1e-9
+
+
+def kappa_of(op: object, rtol: float = RANK_RTOL) -> tuple[float, int, int]:
     """Condition number on the range, rank, dimension (dense float64 eigh of the operator)."""
     from hessiankit.solvers import spectrum
 
-    r = spectrum(op, top=1, bottom=1, method="dense")  # type: ignore[arg-type]
+    r = spectrum(op, top=1, bottom=1, method="dense", rank_rtol=rtol)  # type: ignore[arg-type]
     c = r.condition
     return (float(c.kappa) if c.kappa is not None else math.nan, int(c.rank or 0), int(r.dimension))
 

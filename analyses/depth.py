@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _common import kappa_of, load_images, mean_ci, parser, plt, setup, write_json
+from _common import RANK_RTOL, kappa_of, load_images, mean_ci, parser, plt, setup, write_json
 
 import hessiankit as hk
 
@@ -187,7 +187,7 @@ def main() -> None:
             print(f"[depth] {arch} {init} res={residual} bn={bn} depth={depth} "
                   f"({time.time() - started:.0f}s)", flush=True)
     summary = summarise(rows)
-    write_json(out, {"analysis": "depth", "args": vars(args), "rows": rows, "summary": summary}, started)
+    write_json(out, {"analysis": "depth", "args": vars(args), "rank_rtol": RANK_RTOL, "rows": rows, "summary": summary}, started)
     figure(summary, archs, depths, out)
 
 

@@ -52,9 +52,11 @@ def eig_input(net: nn.Module, x: torch.Tensor, bn: str = "eval") -> np.ndarray:
 
 
 def kappa_range(ev: np.ndarray) -> float:
+    from _common import RANK_RTOL
+
     from hessiankit.solvers.condition import condition_from_eigenvalues
 
-    c = condition_from_eigenvalues(ev, rtol=1e-10)
+    c = condition_from_eigenvalues(ev, rtol=RANK_RTOL)
     return float(c.kappa) if c.kappa is not None else math.nan
 
 
