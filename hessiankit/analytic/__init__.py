@@ -20,6 +20,7 @@ from hessiankit.analytic.batchnorm import (
 from hessiankit.analytic.linear import (
     conv_input_spectrum_circular,
     conv_weight_hessian,
+    conv_weight_spectrum,
     linear_input_hessian,
     linear_input_spectrum,
     linear_weight_hessian,
@@ -51,6 +52,7 @@ __all__ = [
     "bn_weight_hessian",
     "conv_input_spectrum_circular",
     "conv_weight_hessian",
+    "conv_weight_spectrum",
     "derivative_factor",
     "linear_input_hessian",
     "linear_input_spectrum",

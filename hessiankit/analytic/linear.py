@@ -47,6 +47,7 @@ __all__ = [
     "conv_input_spectrum_circular",
     "conv_weight_factor",
     "conv_weight_hessian",
+    "conv_weight_spectrum",
     "linear_input_hessian",
     "linear_input_spectrum",
     "linear_weight_factor",
@@ -153,6 +154,24 @@ def conv_weight_hessian(
     if bias:
         return bias_layout(S, c_out)
     return torch.kron(torch.eye(c_out, dtype=S.dtype), S)
+
+
+def conv_weight_spectrum(
+    x: torch.Tensor,
+    c_out: int,
+    kernel_size: int | tuple[int, int],
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    bias: bool = False,
+) -> torch.Tensor:
+    """Eigenvalues of a conv block's ``H_W`` (ascending): those of the ``c_in k^2`` (+1) square
+    patch second moment, each ``c_out`` times -- one small ``eigh`` instead of a big one."""
+    S = conv_weight_factor(
+        x, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=bias
+    )
+    return torch.linalg.eigvalsh(S).repeat_interleave(c_out)
 
 
 def conv_input_spectrum_circular(weight: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -58,6 +58,9 @@ def test_conv_weight_kronecker(stride: int, padding: int, bias: bool) -> None:
     H = measured(net, x, 1, "weights")
     pred = lin.conv_weight_hessian(x, 3, 3, stride=stride, padding=padding, bias=bias)
     assert rel(pred, H) < TOL
+    ev = torch.linalg.eigvalsh(H)
+    spec = lin.conv_weight_spectrum(x, 3, 3, stride=stride, padding=padding, bias=bias)
+    assert float((spec - ev).abs().max()) < TOL * float(ev[-1])
 
 
 def test_conv_input_spectrum_circular() -> None:
