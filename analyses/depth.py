@@ -201,7 +201,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for r in rows:
         groups.setdefault((r["arch"], r["init"], r["residual"], r["bn"], r["depth"], r["state"]), []).append(r)
     out = []
-    for (arch, init, residual, bn, depth, state), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (arch, init, residual, bn, depth, state), rs in sorted(groups.items()):
         ok = [r for r in rs if "kappa_w" in r]
         out.append(dict(
             arch=arch, init=init, residual=residual, bn=bn, depth=depth, state=state,
@@ -223,6 +223,7 @@ def figure(summary: list[dict], archs: list[str], depths: list[int], out) -> Non
                 for init, residual, bn in itertools.product(INITS, (False, True), (False, True)):
                     pts = [s for s in summary if s["arch"] == arch and s["init"] == init and s["residual"] == residual
                            and s["bn"] == bn and s["state"] == state and np.isfinite(s[which]["mean"])]
+                    pts.sort(key=lambda s: s["depth"])
                     if not pts:
                         continue
                     d = [s["depth"] for s in pts]
