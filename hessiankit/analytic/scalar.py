@@ -340,6 +340,12 @@ def batchnorm_m_z(
     return conv_m_z(w, conv, input_size)
 
 
+_AVG_POOL = (
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+)
+
+
 def activation_gain(z_out: torch.Tensor, pre_numel: int) -> float:
     r"""Fraction of a block's pre-activation entries that reach its output: ``nnz(z_b) / pre_numel``.
 
@@ -420,6 +426,7 @@ def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, flo
     main: nn.Module | None = None
     bn: nn.Module | None = None
     selecting_after = False
+    tail: list[nn.Module] = []
     for name, mod in _modules(capture, block):
         if isinstance(mod, (nn.Linear, *_CONV)) and main is None:
             main = mod
@@ -427,6 +434,10 @@ def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, flo
             bn = mod
         elif list(mod.children()) or isinstance(mod, _SELECTING):
             selecting_after = selecting_after or (main is not None and not isinstance(mod, (nn.Flatten, nn.Identity)))
+            tail.append(mod)
+            continue
+        elif isinstance(mod, _AVG_POOL) and main is not None:
+            tail.append(mod)  # allowed only where it is the identity (checked below)
             continue
         else:
             raise OperatorError(
@@ -448,6 +459,7 @@ def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, flo
     spatial = tuple(z_in.shape[2:]) if is_conv else ()
     m = capture.batch_size
     positions = _conv_positions(main, spatial) if is_conv else 1
+    _check_avg_pools(tail, weight, main, spatial, block)
     gain = 1.0
     if selecting_after:
         gain = activation_gain(capture.block_output(block), m * weight.shape[0] * positions)
@@ -477,6 +489,31 @@ def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, flo
         m_z = batchnorm_m_z(weight, gamma, s2, eps=eps, batch_entries=capture.batch_size)
     assert isinstance(m_w, float)
     return gain * m_w, gain * m_z
+
+
+def _check_avg_pools(
+    tail: list[nn.Module], weight: torch.Tensor, main: nn.Module, spatial: Sequence[int], block: Block
+) -> None:
+    """Average pooling is allowed in a closed-form block only where it leaves the shape alone."""
+    if not any(isinstance(t, _AVG_POOL) for t in tail):
+        return
+    out_spatial = (
+        tuple(
+            (n + 2 * p - d * (k - 1) - 1) // s + 1
+            for n, k, s, p, d in zip(spatial, main.kernel_size, *_geometry(main))
+        )
+        if isinstance(main, _CONV)
+        else ()
+    )
+    h = torch.zeros(1, weight.shape[0], *out_spatial)
+    for t in tail:
+        before = h.numel()
+        h = t(h)
+        if isinstance(t, _AVG_POOL) and h.numel() != before:
+            raise OperatorError(
+                f"block {block.index} ({block.name}) averages over pooling windows: no closed-form "
+                "scalar; use method='trace'"
+            )
 
 
 def _conv_positions(conv: nn.Module, spatial: Sequence[int]) -> int:

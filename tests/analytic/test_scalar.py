@@ -157,3 +157,19 @@ def test_errors(resnet_bn, mlp_tanh) -> None:
     bnet = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).double()
     with pytest.raises(OperatorError, match="train"):
         block_scales(hk.capture(bnet, torch.randn(5, 3, dtype=D), bn="eval"), method="closed-form")
+
+
+def test_average_pooling_only_as_identity() -> None:
+    """Adaptive average pooling of a 1x1 map (VGG's head at 32x32) is the identity: allowed and
+    exact; a 2x2 average pool is not covered by the closed forms."""
+    torch.manual_seed(5)
+    ok = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2)).double()
+    x = torch.randn(4, 2, 1, 1, dtype=D)
+    cap = hk.capture(ok, x)
+    closed = block_scales(cap, method="closed-form")
+    exact = block_scales(cap, method="trace", num_products=200)
+    for c, t in zip(closed, exact):
+        assert c.m_w == pytest.approx(t.m_w, rel=1e-10) and c.m_z == pytest.approx(t.m_z, rel=1e-10)
+    bad = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(3, 2)).double()
+    with pytest.raises(OperatorError, match="averages"):
+        block_scales(hk.capture(bad, torch.randn(4, 2, 2, 2, dtype=D)), method="closed-form")
