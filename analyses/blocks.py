@@ -102,8 +102,8 @@ def claim1(x: torch.Tensor, y: torch.Tensor, seeds: int) -> list[dict]:
                     opt.zero_grad()
                     nn.functional.cross_entropy(ref(xx), y).backward()
                     opt.step()
-                    diff = max(float((p - q).abs().max()) for p, q in zip(net.parameters(), ref.parameters()))
-                    scale = max(float(p.abs().max()) for p in ref.parameters())
+                    diff = max(float((p - q).detach().abs().max()) for p, q in zip(net.parameters(), ref.parameters()))
+                    scale = max(float(p.detach().abs().max()) for p in ref.parameters())
                     rows.append({"arch": arch, "bn": bn, "step_sizes": scaled, "seed": seed, "max_abs_diff": diff, "max_abs_weight": scale})
     return rows
 
