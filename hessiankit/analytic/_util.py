@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 
 from hessiankit.errors import OperatorError
+
+
+def block_diag(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """:func:`torch.block_diag` with a type (torch's is untyped)."""
+    return cast(torch.Tensor, torch.block_diag(*blocks))  # type: ignore[no-untyped-call]
 
 
 def as64(t: torch.Tensor | None) -> torch.Tensor | None:

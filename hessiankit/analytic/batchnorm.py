@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import torch
 
-from hessiankit.analytic._util import as64, check_matrix
+from hessiankit.analytic._util import as64, block_diag, check_matrix
 from hessiankit.errors import OperatorError
 
 __all__ = [
@@ -102,7 +102,7 @@ def bn_weight_hessian(
     for i in range(W.shape[0]):
         Sw = Sigma @ W[i]
         blocks.append(g[i] ** 2 / s2[i] * (Sigma - torch.outer(Sw, Sw) / s2[i]))
-    return torch.block_diag(*blocks)
+    return block_diag(blocks)
 
 
 def bn_block_weight_hessian(
@@ -122,7 +122,7 @@ def bn_block_weight_hessian(
         parts.append(torch.zeros(n_out, n_out, dtype=H.dtype))
     if affine:
         parts += [torch.eye(n_out, dtype=H.dtype), torch.eye(n_out, dtype=H.dtype)]
-    return torch.block_diag(*parts)
+    return block_diag(parts)
 
 
 def bn_input_hessian(

@@ -90,7 +90,7 @@ def linear_weight_hessian(z: torch.Tensor, n_out: int, *, bias: bool = False) ->
 
 def linear_weight_spectrum(z: torch.Tensor, n_out: int, *, bias: bool = False) -> torch.Tensor:
     """Eigenvalues of ``H_W`` (ascending) from one small ``eigh`` of ``S``: each ``n_out`` times."""
-    ev = torch.linalg.eigvalsh(second_moment(z, bias=bias))
+    ev: torch.Tensor = torch.linalg.eigvalsh(second_moment(z, bias=bias))
     return ev.repeat_interleave(n_out)
 
 
@@ -171,7 +171,8 @@ def conv_weight_spectrum(
     S = conv_weight_factor(
         x, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=bias
     )
-    return torch.linalg.eigvalsh(S).repeat_interleave(c_out)
+    ev: torch.Tensor = torch.linalg.eigvalsh(S)
+    return ev.repeat_interleave(c_out)
 
 
 def conv_input_spectrum_circular(weight: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from hessiankit.analytic._util import as64, check_matrix, with_ones
+from hessiankit.analytic._util import as64, block_diag, check_matrix, with_ones
 from hessiankit.errors import OperatorError
 
 __all__ = [
@@ -55,7 +55,9 @@ def derivative_factor(pre: torch.Tensor, activation: str) -> torch.Tensor:
     raise OperatorError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
 
 
-def _pre(weight: torch.Tensor, bias: torch.Tensor | None, z: torch.Tensor):
+def _pre(
+    weight: torch.Tensor, bias: torch.Tensor | None, z: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     check_matrix("weight", weight)
     check_matrix("z", z)
     W, b, Z = as64(weight), as64(bias), as64(z)
@@ -71,7 +73,7 @@ def nonlinear_input_hessian(
     W, Z, u = _pre(weight, bias, z)
     d2 = derivative_factor(u, activation).pow(2)  # m x n_out
     blocks = [W.T @ (d2[i, :, None] * W) for i in range(Z.shape[0])]
-    return torch.block_diag(*blocks)
+    return block_diag(blocks)
 
 
 def nonlinear_weight_hessian(
@@ -85,10 +87,10 @@ def nonlinear_weight_hessian(
     Zh = with_ones(Z) if bias is not None else Z
     # H[(a, j), (a, k)] = (1/m) sum_i d2[i, a] Zh[i, j] Zh[i, k]; units do not couple.
     per_unit = torch.einsum("ia,ij,ik->ajk", d2, Zh, Zh) / m
-    ww = torch.block_diag(*[per_unit[a, :n_in, :n_in] for a in range(n_out)])
+    ww = block_diag([per_unit[a, :n_in, :n_in] for a in range(n_out)])
     if bias is None:
         return ww
-    wb = torch.block_diag(*[per_unit[a, :n_in, n_in:] for a in range(n_out)])
+    wb = block_diag([per_unit[a, :n_in, n_in:] for a in range(n_out)])
     bb = torch.diag(per_unit[:, n_in, n_in])
     return torch.cat([torch.cat([ww, wb], 1), torch.cat([wb.T, bb], 1)], 0)
 
@@ -97,4 +99,4 @@ def relu_active_units(weight: torch.Tensor, bias: torch.Tensor | None, z: torch.
     """Number of active ReLU units per sample: an upper bound on ``rank(W^T D_i W)`` (equal to it
     when the active rows of W are linearly independent, e.g. orthogonal W)."""
     _, _, u = _pre(weight, bias, z)
-    return (u > 0).sum(dim=1)
+    return (u > 0).sum(dim=1).to(torch.int64)
