@@ -53,3 +53,17 @@ def test_claims_table_has_every_claim(figures: Path) -> None:
     by = {r["claim"]: r["verdict"] for r in json.loads((figures / "claims.json").read_text())}
     for n in (1, 3, 4, 5, 7, 9, 10, 11, 18):
         assert by[n] == "holds", (n, by[n])
+
+
+def test_mean_ci_is_the_t_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from scipy import stats
+
+    monkeypatch.syspath_prepend(str(ROOT / "analyses"))
+    from _common import mean_ci, quantiles
+
+    v = [1.0, 2.5, 0.5, 4.0, float("nan")]  # NaN (a failed run) is dropped
+    lo, hi = stats.t.interval(0.95, 3, loc=np.mean(v[:4]), scale=stats.sem(v[:4]))
+    c = mean_ci(v)
+    assert c["n"] == 4 and c["lo"] == pytest.approx(lo, rel=1e-12) and c["hi"] == pytest.approx(hi, rel=1e-12)
+    assert quantiles([3.0, 1.0, 2.0])["median"] == 2.0
