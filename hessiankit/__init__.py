@@ -11,16 +11,28 @@ w.r.t. the block's weights and w.r.t. its input: the local Hessian. ::
     op = hk.LocalHessian(cap, 3, wrt="weights")        # Gauss-Newton local Hessian of block 3
     res = hk.spectrum(op, top=10, bottom=1, seed=0)    # eigenvalues, residuals, condition number
     res.condition.kappa, res.top.eigenvalues, res.top.converged
+    hk.slq(op, seed=0)                                 # spectral density
+    hk.trace(op, seed=0)                               # Hutch++ trace with a standard error
 
-Operators: :class:`LocalHessian` (kinds ``"gauss-newton"``, ``"exact"``), :class:`LossHessian`
-(the training-loss Hessian other tools compute), :func:`hessian_operator` (either, by kind),
-:class:`MatrixOperator`. Solvers: :func:`spectrum` (auto: dense or Lanczos), :func:`lanczos`,
-:func:`power_iteration`, :func:`dense_eigh`, :func:`trace` (Hutchinson, Hutch++).
+Blocks: :func:`split_blocks`, :func:`capture`. Operators: :class:`LocalHessian` (kinds
+``"gauss-newton"``, ``"exact"``), :class:`LossHessian` (the training-loss Hessian other tools
+compute), :func:`hessian_operator` (either, by kind), :class:`MatrixOperator`. Solvers:
+:func:`spectrum` (auto: dense or Lanczos), :func:`lanczos`, :func:`power_iteration`,
+:func:`dense_eigh`, :func:`slq`, :func:`trace` (Hutchinson, Hutch++). Closed forms:
+:mod:`hessiankit.analytic`; scalar approximations :func:`block_scales`. Training:
+:class:`BackMatchingPropagation` (Procedure 1), :class:`ScaleAmendedSGD` (Algorithm 2).
+Data and models: :func:`load_dataset`, :func:`load_model` (safe by default), :func:`vgg`.
+Pictures: :mod:`hessiankit.plots`, :mod:`hessiankit.report`.
 """
 
+from hessiankit import analytic
 from hessiankit._version import __version__
+from hessiankit.analytic.scalar import BlockScale, block_scales
 from hessiankit.blocks import Block, BlockCapture, BlockSplit, capture, split_blocks
+from hessiankit.data import load_dataset
 from hessiankit.errors import HessiankitError
+from hessiankit.io import load_model
+from hessiankit.models import default_model, vgg
 from hessiankit.operators import (
     LocalHessian,
     LossHessian,
@@ -28,9 +40,12 @@ from hessiankit.operators import (
     SymmetricOperator,
     hessian_operator,
 )
+from hessiankit.optim import BackMatchingPropagation, ScaleAmendedSGD, block_param_groups
 from hessiankit.solvers import (
     ConditionNumber,
+    DensityCurve,
     Eigenpairs,
+    SpectralDensity,
     SpectrumResult,
     TraceResult,
     dense_eigh,
@@ -38,32 +53,46 @@ from hessiankit.solvers import (
     hutchinson,
     lanczos,
     power_iteration,
+    slq,
     spectrum,
     trace,
 )
 
 __all__ = [
+    "BackMatchingPropagation",
     "Block",
     "BlockCapture",
+    "BlockScale",
     "BlockSplit",
     "ConditionNumber",
+    "DensityCurve",
     "Eigenpairs",
     "HessiankitError",
     "LocalHessian",
     "LossHessian",
     "MatrixOperator",
+    "ScaleAmendedSGD",
+    "SpectralDensity",
     "SpectrumResult",
     "SymmetricOperator",
     "TraceResult",
     "__version__",
+    "analytic",
+    "block_param_groups",
+    "block_scales",
     "capture",
+    "default_model",
     "dense_eigh",
     "hessian_operator",
     "hutch_plus_plus",
     "hutchinson",
     "lanczos",
+    "load_dataset",
+    "load_model",
     "power_iteration",
+    "slq",
     "spectrum",
     "split_blocks",
     "trace",
+    "vgg",
 ]

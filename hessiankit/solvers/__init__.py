@@ -5,6 +5,7 @@ from hessiankit.solvers.condition import condition_from_eigenvalues, condition_f
 from hessiankit.solvers.dense import DenseResult, dense_eigh
 from hessiankit.solvers.lanczos import KrylovResult, LanczosIteration, default_rank_rtol, lanczos
 from hessiankit.solvers.power import PowerResult, power_iteration
+from hessiankit.solvers.slq import DensityCurve, SpectralDensity, slq
 from hessiankit.solvers.results import ConditionNumber, Eigenpairs, SpectrumResult
 from hessiankit.solvers.spectrum import Method, spectrum
 from hessiankit.solvers.trace import TraceResult, hutch_plus_plus, hutchinson, trace
@@ -12,11 +13,13 @@ from hessiankit.solvers.trace import TraceResult, hutch_plus_plus, hutchinson, t
 __all__ = [
     "ConditionNumber",
     "DenseResult",
+    "DensityCurve",
     "Eigenpairs",
     "KrylovResult",
     "LanczosIteration",
     "Method",
     "PowerResult",
+    "SpectralDensity",
     "SpectrumResult",
     "TraceResult",
     "blockwise_spectra",
@@ -28,6 +31,7 @@ __all__ = [
     "hutchinson",
     "lanczos",
     "power_iteration",
+    "slq",
     "spectrum",
     "trace",
 ]

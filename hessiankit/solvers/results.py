@@ -104,8 +104,11 @@ class ConditionNumber:
         kappa: ``max|lambda| / lambda_min_nonzero`` (on the range), ``None`` when unknown.
         kappa_plain: ``max|lambda| / min|lambda|`` when the smallest magnitude is not zero
             (a nonsingular operator), else ``None``.
-        converged: whether both numbers behind ``kappa`` converged.
-        note: why a number is missing, empty when nothing is.
+        converged: whether both numbers behind ``kappa`` converged and ``kappa_error`` is
+            at most 10%.
+        note: why a number is missing or uncertain, empty when nothing is.
+        kappa_error: first-order bound on the relative error of ``kappa`` from the error
+            bounds of its two eigenvalues, ``None`` when ``kappa`` is.
     """
 
     lambda_max: float
@@ -119,6 +122,7 @@ class ConditionNumber:
     kappa_plain: float | None
     converged: bool
     note: str = ""
+    kappa_error: float | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,6 +200,7 @@ class SpectrumResult:
             "rank_rtol": c.rtol,
             "condition_number": c.kappa,
             "condition_number_plain": c.kappa_plain,
+            "condition_number_error": c.kappa_error,
             "condition_converged": c.converged,
             "condition_note": c.note,
             "precision": self.precision,

@@ -31,7 +31,11 @@ import torch
 
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator, dense_memory_bytes
-from hessiankit.solvers.condition import condition_from_eigenvalues, condition_from_extremes
+from hessiankit.solvers.condition import (
+    arithmetic_floor,
+    condition_from_eigenvalues,
+    condition_from_extremes,
+)
 from hessiankit.solvers.dense import dense_eigh
 from hessiankit.solvers.lanczos import default_rank_rtol, lanczos
 from hessiankit.solvers.power import power_iteration
@@ -69,7 +73,8 @@ def spectrum(
         tol: relative tolerance of iterative methods.
         seed: seed of random start vectors.
         rank_rtol: relative threshold under which an eigenvalue counts as zero
-            (default ``10 sqrt(n) eps(dtype)``).
+            (default ``10 sqrt(n) eps(dtype)``, raised on the dense path to the measured
+            precision of the materialised matrix, so rounding never counts as rank).
         dense_threshold: ``"auto"`` materialises operators up to this dimension.
         max_dense_bytes: memory limit for materialising (checked before any product).
         block_size: Lanczos block size (default ``max(top, bottom)``, at most 32: finds every
@@ -108,7 +113,8 @@ def spectrum(
     info = describe() if callable(describe) else {}
     dtype = str(op.dtype).replace("torch.", "")
     if method == "dense":
-        return _dense(op, top, bottom, rtol, keep_vectors, start, before, info, dtype, tol)
+        auto = rank_rtol is None
+        return _dense(op, top, bottom, rtol, auto, keep_vectors, start, before, info, dtype, tol)
     if method == "power":
         return _power(op, top, bottom, rtol, tol, max_iter, seed, keep_vectors, progress, start, before, info, dtype)
     p = block_size if block_size is not None else min(max(top, bottom), 32)
@@ -125,12 +131,14 @@ def spectrum(
         progress=progress,
     )
     psd = op.is_psd is True
+    precision = max(kr.precision, arithmetic_floor(n, op.dtype, kr.anorm))
+    top_pairs, bot_pairs = _floored(kr.top, precision), _floored(kr.bottom, precision)
     if kr.exhausted:
-        cond = condition_from_eigenvalues(kr.ritz_values, rtol=rtol)
+        cond = condition_from_eigenvalues(kr.ritz_values, rtol=rtol, precision=precision)
         all_ev: np.ndarray | None = kr.ritz_values
     else:
         cond = condition_from_extremes(
-            kr.top, kr.bottom, rtol=rtol, anorm=kr.anorm, range_start=kr.range_start, psd=psd
+            top_pairs, bot_pairs, rtol=rtol, anorm=kr.anorm, range_start=kr.range_start, psd=psd
         )
         all_ev = None
     return SpectrumResult(
@@ -139,12 +147,12 @@ def spectrum(
         dtype=dtype,
         seed=seed,
         tol=tol,
-        top=kr.top,
-        bottom=kr.bottom,
+        top=top_pairs,
+        bottom=bot_pairs,
         condition=cond,
         num_products=op.num_products - before,
         seconds=time.perf_counter() - start,
-        precision=kr.precision,
+        precision=precision,
         breakdowns=kr.breakdowns,
         exhausted=kr.exhausted,
         eigenvalues=all_ev,
@@ -158,6 +166,7 @@ def _dense(
     top: int,
     bottom: int,
     rtol: float,
+    auto_rtol: bool,
     keep_vectors: bool,
     start: float,
     before: int,
@@ -169,6 +178,10 @@ def _dense(
     ev = d.eigenvalues.cpu().numpy()
     res = d.residuals.cpu().numpy()
     anorm = float(np.abs(ev).max()) if ev.size else 0.0
+    if auto_rtol and anorm > 0:
+        # Eigenvalues within the measured precision of zero cannot be told from it (batch-norm
+        # null directions come out at 1e-14..1e-11 relative in float64, above 10 sqrt(n) eps).
+        rtol = max(rtol, d.precision / anorm)
     psd = op.is_psd is True
     top_idx = np.arange(ev.size - 1, ev.size - 1 - top, -1)
     candidates = np.arange(ev.size)
@@ -190,7 +203,7 @@ def _dense(
         tol=tol,
         top=pairs("top", top_idx),
         bottom=pairs("bottom", bot_idx),
-        condition=condition_from_eigenvalues(ev, rtol=rtol),
+        condition=condition_from_eigenvalues(ev, rtol=rtol, precision=d.precision),
         num_products=op.num_products - before,
         seconds=time.perf_counter() - start,
         precision=d.precision,
@@ -227,9 +240,11 @@ def _power(
     bot_pairs = _sorted(lo.pairs, descending=False) if lo else Eigenpairs.empty("bottom")
     anorm = max(hi.anorm if hi else 0.0, lo.anorm if lo else 0.0,
                 float(np.abs(top_pairs.eigenvalues).max()) if len(top_pairs) else 0.0)
+    precision = max(hi.precision if hi else 0.0, lo.precision if lo else 0.0,
+                    arithmetic_floor(op.dim, op.dtype, anorm))
+    top_pairs, bot_pairs = _floored(top_pairs, precision), _floored(bot_pairs, precision)
     cond = condition_from_extremes(top_pairs, bot_pairs, rtol=rtol, anorm=anorm,
                                    range_start=False, psd=op.is_psd)
-    precision = max(hi.precision if hi else 0.0, lo.precision if lo else 0.0)
     return SpectrumResult(
         method="power",
         dimension=op.dim,
@@ -245,6 +260,14 @@ def _power(
         operator=info,
         bottom_on_range=False,
     )
+
+
+def _floored(p: Eigenpairs, precision: float) -> Eigenpairs:
+    """Error bounds raised to the arithmetic floor (an iterative solver's own floor can be lower)."""
+    if not len(p):
+        return p
+    return Eigenpairs.build(p.which, p.eigenvalues, p.residuals,
+                            np.maximum(p.error_bounds, precision), p.converged, p.eigenvectors)
 
 
 def _sorted(p: Eigenpairs, *, descending: bool) -> Eigenpairs:

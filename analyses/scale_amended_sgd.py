@@ -1,0 +1,527 @@
+"""SGD versus scale-amended SGD on VGG13 with batch norm, tuned fairly, several seeds (claim 17).
+
+The paper (digest section 6) reports that scale-amended SGD beat SGD on VGG13-BN (CIFAR-10/100)
+from single runs, with hyper-parameters not said to be tuned for both. Here:
+
+* both optimizers get **their own learning-rate sweep over the same grid** (same budget: one
+  run per rate, seed 0), the best rate of each is chosen on a **validation split** held out of
+  the training data (final validation accuracy), never on the test set;
+* at each one's best rate, **several seeds** (seed = initialisation and data order; seed s of
+  SGD and of scale-amended SGD share both, a paired design);
+* curves of training loss and test accuracy per epoch with mean +- 95% Student-t bands, a final
+  table with the paired difference and its 95% CI, and the training wall time per epoch (the
+  amendment's overhead).
+
+Everything else is shared: momentum 0.9, weight decay 5e-4, batch 128, cosine learning-rate
+decay to 0 over the run (per step), no data augmentation, Fashion-MNIST padded to 1x32x32
+(CIFAR is not available offline, see DATASETS). Scale-amended SGD: ``ScaleAmendedSGD`` with
+closed-form scalars refreshed every 10 steps, geometric normalisation and clipping of the
+per-block multipliers to [1/10, 10] (options fixed before any run; see the module docstring of
+:mod:`hessiankit.optim.scale_amended`), BN gamma/beta at the plain rate.
+
+Configurations (``--smoke`` for CI, default CPU, ``--full`` for a GPU):
+
+========  =====  ==============  =====  ======  ======================  =====
+config    width  train/val/test  epoch  batch   lr grid                 seeds
+========  =====  ==============  =====  ======  ======================  =====
+smoke     1/16   256/128/128     2      64      0.03 0.1                2
+cpu       1/8    8000/1000/2000  6      128     0.003 ... 0.3 (x3.33)   3
+full      1      55000/5000/10k  30     128     0.003 ... 0.3 (x3.33)   3
+========  =====  ==============  =====  ======  ======================  =====
+
+Usage::
+
+    python analyses/scale_amended_sgd.py --ablation --overhead --seeds 5   # committed CPU run
+    python analyses/scale_amended_sgd.py --full     # GPU, figures/optimizer/full/
+    python analyses/scale_amended_sgd.py --smoke --out /tmp/x
+
+Each run keeps a checkpoint after every epoch under ``checkpoints/scale_amended_sgd/<config>/``
+(model, optimizer, scheduler, history); rerunning resumes unfinished runs and skips finished
+ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from hessiankit.data import load_dataset  # noqa: E402
+from hessiankit.errors import HessiankitError  # noqa: E402
+from hessiankit.models import vgg  # noqa: E402
+from hessiankit.optim import ScaleAmendedSGD  # noqa: E402
+
+OPTIMIZERS = ("sgd", "scale-amended")
+#: Ablation, run only with ``--ablation``: Algorithm 2 without clipping, arithmetic-mean
+#: normalisation (the raw per-block rates, spread over about four decades on VGG13-BN).
+ABLATION = "scale-amended-unclipped"
+LABELS = {"sgd": "SGD", "scale-amended": "scale-amended SGD",
+          ABLATION: "scale-amended SGD, unclipped (ablation)"}
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    width: float
+    n_train: int
+    n_val: int
+    n_test: int
+    epochs: int
+    batch: int
+    lrs: tuple[float, ...]
+    seeds: int
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    refresh_every: int = 10
+    normalize: str = "geometric"
+    clip: float = 10.0
+    arch: str = "vgg13"
+    data: str = "fashion-mnist"
+    extra: dict = field(default_factory=dict)
+
+
+CONFIGS = {
+    "smoke": Config("smoke", 1 / 16, 256, 128, 128, 2, 64, (0.03, 0.1), 2, refresh_every=2),
+    "cpu": Config("cpu", 1 / 8, 8000, 1000, 2000, 6, 128, (0.003, 0.01, 0.03, 0.1, 0.3), 3),
+    "full": Config("full", 1.0, 55000, 5000, 10000, 30, 128, (0.003, 0.01, 0.03, 0.1, 0.3), 3),
+}
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def load_data(cfg: Config, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    shape = (1, 32, 32)
+    x, y = load_dataset(cfg.data, split="train", num_samples=cfg.n_train + cfg.n_val,
+                        input_shape=shape, seed=0)
+    xt, yt = load_dataset(cfg.data, split="test", num_samples=cfg.n_test, input_shape=shape, seed=0)
+    return {
+        "train": (x[: cfg.n_train].to(device), y[: cfg.n_train].to(device)),
+        "val": (x[cfg.n_train :].to(device), y[cfg.n_train :].to(device)),
+        "test": (xt.to(device), yt.to(device)),
+    }
+
+
+@torch.no_grad()
+def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
+    net.eval()
+    correct = 0
+    for s in range(0, x.shape[0], batch):
+        correct += int((net(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum())
+    return correct / x.shape[0]
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+def build(cfg: Config, opt_name: str, lr: float, seed: int, steps_total: int, device: torch.device):
+    net = vgg(cfg.arch, in_channels=1, num_classes=10, width=cfg.width, seed=seed).to(device)
+    common = dict(momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if opt_name == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(net.parameters(), lr=lr, **common)
+    else:
+        unclipped = opt_name == ABLATION
+        opt = ScaleAmendedSGD.for_model(
+            net, lr=lr, refresh_every=cfg.refresh_every,
+            normalize="mean" if unclipped else cfg.normalize,  # type: ignore[arg-type]
+            clip=None if unclipped else cfg.clip, method="closed-form", **common,
+        )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, steps_total) / steps_total))
+    )
+    return net, opt, sched
+
+
+def run_one(
+    cfg: Config, opt_name: str, lr: float, seed: int, data, ckpt_dir: Path, device: torch.device,
+    progress: bool,
+) -> dict:
+    """Train one configuration; resumes from / writes ``ckpt_dir/<run>.pt`` every epoch."""
+    from tqdm import tqdm
+
+    name = f"{opt_name}_lr{lr:g}_seed{seed}"
+    path = ckpt_dir / f"{name}.pt"
+    x, y = data["train"]
+    n = x.shape[0]
+    steps_per_epoch = math.ceil(n / cfg.batch)
+    net, opt, sched = build(cfg, opt_name, lr, seed, steps_per_epoch * cfg.epochs, device)
+    hist: dict = {"optimizer": opt_name, "lr": lr, "seed": seed, "epochs_done": 0, "diverged": False,
+                  "train_loss": [], "val_acc": [], "test_acc": [], "epoch_seconds": [],
+                  "amendment": []}
+    if path.exists():
+        ck = torch.load(path, map_location=device, weights_only=True)
+        hist = ck["history"]
+        if hist["epochs_done"] >= cfg.epochs or hist["diverged"]:
+            return hist
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+    bar = tqdm(total=cfg.epochs, initial=hist["epochs_done"], desc=name, disable=not progress,
+               leave=False, file=sys.stderr)
+    for epoch in range(hist["epochs_done"], cfg.epochs):
+        gen = torch.Generator().manual_seed(1_000_003 * seed + epoch)
+        order = torch.randperm(n, generator=gen).to(device)
+        net.train()
+        total, count = 0.0, 0
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        try:
+            for s in range(0, n, cfg.batch):
+                idx = order[s : s + cfg.batch]
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(net(x[idx]), y[idx])
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * idx.numel()
+                count += idx.numel()
+                if not math.isfinite(total):
+                    raise FloatingPointError
+        except (FloatingPointError, HessiankitError):
+            hist["diverged"] = True
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        hist["epoch_seconds"].append(time.perf_counter() - start)
+        if hist["diverged"]:
+            hist["train_loss"].append(float("nan"))
+            hist["val_acc"].append(float("nan"))
+            hist["test_acc"].append(float("nan"))
+        else:
+            hist["train_loss"].append(total / count)  # running mean over the epoch's batches
+            hist["val_acc"].append(accuracy(net, *data["val"]))
+            hist["test_acc"].append(accuracy(net, *data["test"]))
+        if isinstance(opt, ScaleAmendedSGD):
+            hist["amendment"].append(
+                [g["amendment"] for g in opt.param_groups if g["role"] == "main"]
+            )
+        hist["epochs_done"] = epoch + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{hist['train_loss'][-1]:.3f}", test=f"{hist['test_acc'][-1]:.3f}")
+        tmp = path.with_suffix(".tmp")
+        torch.save({"history": hist, "model": net.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict()}, tmp)
+        os.replace(tmp, path)
+        if hist["diverged"]:
+            break
+    bar.close()
+    if isinstance(opt, ScaleAmendedSGD):
+        opt.close()
+    return hist
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the Student-t interval (NaN half-width with < 2 values)."""
+    v = np.asarray([a for a in values if math.isfinite(a)], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    if v.size < 2:
+        return float(v.mean()), float("nan")
+    t = stats.t.ppf(0.5 + confidence / 2, v.size - 1)
+    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(v.size))
+
+
+def padded(curves: list[list[float]], length: int) -> np.ndarray:
+    return np.array([c + [float("nan")] * (length - len(c)) for c in curves], dtype=float)
+
+
+def best_rate(sweep: list[dict]) -> float:
+    """Highest final validation accuracy; ties broken by the lower final training loss."""
+    def key(h: dict) -> tuple[float, float]:
+        acc = h["val_acc"][-1] if h["val_acc"] and math.isfinite(h["val_acc"][-1]) else -1.0
+        loss = h["train_loss"][-1] if h["train_loss"] and math.isfinite(h["train_loss"][-1]) else 1e9
+        return (acc, -loss)
+    return max(sweep, key=key)["lr"]
+
+
+def summarise(cfg: Config, sweeps: dict[str, list[dict]], finals: dict[str, list[dict]]) -> dict:
+    out: dict = {"config": {k: v for k, v in asdict(cfg).items() if k != "extra"}, "optimizers": {}}
+    for o in finals:
+        runs = finals[o]
+        test = [h["test_acc"][-1] for h in runs]
+        loss = [h["train_loss"][-1] for h in runs]
+        secs = [s for h in runs for s in h["epoch_seconds"]]
+        out["optimizers"][o] = {
+            "sweep": [{"lr": h["lr"], "final_val_acc": h["val_acc"][-1], "final_train_loss":
+                       h["train_loss"][-1], "diverged": h["diverged"]} for h in sweeps[o]],
+            "best_lr": runs[0]["lr"],
+            "seeds": [h["seed"] for h in runs],
+            "final_test_acc": test,
+            "final_train_loss": loss,
+            "test_acc_mean_ci": mean_ci(test),
+            "train_loss_mean_ci": mean_ci(loss),
+            "epoch_seconds_mean": float(np.mean(secs)),
+        }
+    a = out["optimizers"]["scale-amended"]
+    s = out["optimizers"]["sgd"]
+    out["paired_difference"] = paired(a, s)
+    if ABLATION in out["optimizers"]:
+        out["ablation_paired_difference"] = paired(out["optimizers"][ABLATION], s)
+    return out
+
+
+def paired(a: dict, s: dict) -> dict:
+    d_acc = [p - q for p, q in zip(a["final_test_acc"], s["final_test_acc"])]
+    d_loss = [p - q for p, q in zip(a["final_train_loss"], s["final_train_loss"])]
+    return {
+        "test_acc": {"values": d_acc, "mean_ci": mean_ci(d_acc)},
+        "train_loss": {"values": d_loss, "mean_ci": mean_ci(d_loss)},
+        "overhead_ratio": a["epoch_seconds_mean"] / s["epoch_seconds_mean"],
+    }
+
+
+def verdict(summary: dict) -> str:
+    m, h = summary["paired_difference"]["test_acc"]["mean_ci"]
+    n = len(summary["paired_difference"]["test_acc"]["values"])
+    if not math.isfinite(h):
+        return f"difference in final test accuracy {100 * m:+.2f} points (no CI: fewer than 2 seeds)"
+    lo, hi = m - h, m + h
+    if lo > 0:
+        word = "beat"
+    elif hi < 0:
+        word = "lost to"
+    else:
+        word = "did not separate from"
+    return (
+        f"scale-amended SGD {word} tuned SGD: final test accuracy difference (amended - SGD) "
+        f"{100 * m:+.2f} points, 95% CI [{100 * lo:+.2f}, {100 * hi:+.2f}] over {n} paired seeds"
+    )
+
+
+def overhead_benchmark(cfg: Config, data, device: torch.device, rounds: int = 5, steps: int = 10) -> dict:
+    """Seconds per training step of SGD and scale-amended SGD, measured interleaved.
+
+    Both optimizers train their own copy of the model on the same batches; rounds of ``steps``
+    steps alternate between them so that load from other processes hits both alike. The ratio
+    is the median over rounds (refresh period as in ``cfg``; ``steps`` is a multiple of it, so
+    every round pays its share of refreshes).
+    """
+    x, y = data["train"]
+    per: dict[str, list[float]] = {o: [] for o in OPTIMIZERS}
+    built = {o: build(cfg, o, cfg.lrs[0], 0, 10**6, device) for o in OPTIMIZERS}
+    for r in range(rounds + 1):
+        for o in OPTIMIZERS:
+            net, opt, _ = built[o]
+            net.train()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for k in range(steps):
+                idx = torch.arange(k * cfg.batch, (k + 1) * cfg.batch, device=device) % x.shape[0]
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(net(x[idx]), y[idx]).backward()
+                opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if r > 0:  # round 0 warms up
+                per[o].append((time.perf_counter() - start) / steps)
+    ratios = [a / b for a, b in zip(per["scale-amended"], per["sgd"])]
+    return {
+        "seconds_per_step": {o: float(np.median(v)) for o, v in per.items()},
+        "ratio_median": float(np.median(ratios)),
+        "ratios": ratios,
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "refresh_every": cfg.refresh_every,
+    }
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+def write_outputs(cfg: Config, summary: dict, finals: dict[str, list[dict]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hessiankit.plots import plot_training_curves, save_figure, style
+    from hessiankit.plots._style import new_axes
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    epochs = np.arange(1, cfg.epochs + 1)
+    curves = {
+        key: {f"{LABELS[o]} (lr {finals[o][0]['lr']:g})": padded([h[key] for h in finals[o]], cfg.epochs)
+              for o in finals}
+        for key in ("train_loss", "test_acc")
+    }
+    from matplotlib.figure import Figure
+
+    with style():
+        fig = Figure(figsize=(11.0, 3.8), layout="constrained")
+        ax1, ax2 = fig.subplots(1, 2)
+    plot_training_curves(curves["train_loss"], steps=epochs, xlabel="epoch", ylabel="training loss",
+                         logy=True, title="training loss, mean and 95% CI", ax=ax1)
+    plot_training_curves(curves["test_acc"], steps=epochs, xlabel="epoch", ylabel="test accuracy",
+                         title="test accuracy, mean and 95% CI", ax=ax2)
+    save_figure(fig, out / "curves")
+    with style():
+        fig2, ax = new_axes(None, (5.5, 3.6))
+        for o in finals:
+            sw = summary["optimizers"][o]["sweep"]
+            ax.plot([r["lr"] for r in sw], [r["final_val_acc"] for r in sw], "o-", label=LABELS[o])
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (peak of the cosine schedule)")
+        ax.set_ylabel("final validation accuracy (seed 0)")
+        ax.set_title("learning-rate sweeps, same grid and budget")
+        ax.legend(frameon=False)
+    save_figure(fig2, out / "sweep")
+    amended = finals["scale-amended"][0]
+    if amended["amendment"]:
+        r = np.array(amended["amendment"], dtype=float)  # epochs x blocks
+        with style():
+            fig3, ax = new_axes(None, (6.0, 3.8))
+            colours = matplotlib.colormaps["tab20"](np.linspace(0, 1, r.shape[1]))
+            for b in range(r.shape[1]):
+                ax.plot(np.arange(1, r.shape[0] + 1), r[:, b], "o-", ms=3, lw=1.2, color=colours[b],
+                        label=f"block {b + 1}")
+            ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("multiplier r_b (lr_b = lr * r_b)")
+            ax.set_title(f"scale-amended SGD, per-block multipliers (lr {amended['lr']:g}, seed 0)")
+            ax.legend(frameon=False, fontsize=7, ncol=2)
+        save_figure(fig3, out / "amendment")
+    (out / "table.md").write_text(table(cfg, summary))
+
+
+def table(cfg: Config, summary: dict) -> str:
+    lines = [
+        f"# SGD vs scale-amended SGD: {cfg.arch}-BN (width x{cfg.width:g}), {cfg.data} 1x32x32",
+        "",
+        f"Config `{cfg.name}`: train {cfg.n_train} / val {cfg.n_val} / test {cfg.n_test}, "
+        f"{cfg.epochs} epochs, batch {cfg.batch}, momentum {cfg.momentum}, weight decay "
+        f"{cfg.weight_decay}, cosine decay, lr grid {list(cfg.lrs)}; best lr by final validation "
+        f"accuracy (seed 0); {cfg.seeds} seeds at the best lr. Mean +- 95% Student-t CI.",
+        "",
+        "| optimizer | best lr | final test acc (%) | final train loss | s / epoch (train) |",
+        "|---|---|---|---|---|",
+    ]
+    opts = list(summary["optimizers"])
+    for o in opts:
+        r = summary["optimizers"][o]
+        acc, acc_h = r["test_acc_mean_ci"]
+        loss, loss_h = r["train_loss_mean_ci"]
+        lines.append(
+            f"| {LABELS[o]} | {r['best_lr']:g} | {100 * acc:.2f} +- {100 * acc_h:.2f} | "
+            f"{loss:.4f} +- {loss_h:.4f} | {r['epoch_seconds_mean']:.2f} |"
+        )
+    d = summary["paired_difference"]
+    m, h = d["test_acc"]["mean_ci"]
+    lm, lh = d["train_loss"]["mean_ci"]
+    lines += [
+        "",
+        f"Paired difference (amended - SGD, same seed = same init and data order): test accuracy "
+        f"{100 * m:+.2f} +- {100 * h:.2f} points; training loss {lm:+.4f} +- {lh:.4f}; "
+        f"time per epoch ratio {d['overhead_ratio']:.3f} (separate runs on a shared machine)."
+        + (
+            f" Interleaved step timing: {1e3 * ob['seconds_per_step']['sgd']:.1f} ms (SGD) vs "
+            f"{1e3 * ob['seconds_per_step']['scale-amended']:.1f} ms (amended), median ratio "
+            f"{ob['ratio_median']:.3f}."
+            if (ob := summary.get("overhead_benchmark"))
+            else ""
+        ),
+        "",
+        "Sweeps (seed 0, final validation accuracy / training loss):",
+        "",
+        "| lr | " + " | ".join(LABELS[o] for o in opts) + " |",
+        "|---|" + "---|" * len(opts),
+    ]
+    for i, lr in enumerate(cfg.lrs):
+        cells = []
+        for o in opts:
+            r = summary["optimizers"][o]["sweep"][i]
+            cells.append("diverged" if r["diverged"] else
+                         f"{100 * r['final_val_acc']:.2f}% / {r['final_train_loss']:.4f}")
+        lines.append(f"| {lr:g} | " + " | ".join(cells) + " |")
+    if "ablation_paired_difference" in summary:
+        ab = summary["ablation_paired_difference"]
+        am, ah = ab["test_acc"]["mean_ci"]
+        lines += ["", f"Ablation (chosen after the main runs, not part of the verdict): unclipped, "
+                  f"mean-normalised amendment minus SGD, test accuracy {100 * am:+.2f} +- "
+                  f"{100 * ah:.2f} points (paired)."]
+    lines += ["", f"**Verdict** (a priori configuration): {verdict(summary)}.", ""]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="seconds-long CI configuration")
+    mode.add_argument("--full", action="store_true", help="the paper's scale (GPU)")
+    p.add_argument("--out", type=Path, default=None, help="output folder for figures and tables")
+    p.add_argument("--checkpoints", type=Path, default=None, help="folder of per-run checkpoints")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--data", default=None, choices=["fashion-mnist", "synthetic", "digits", "mnist"],
+                   help="data set instead of the configuration's (tests use synthetic)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds at the best rate (default: config's)")
+    p.add_argument("--ablation", action="store_true",
+                   help=f"also run {ABLATION} (no clipping, arithmetic-mean normalisation)")
+    p.add_argument("--overhead", action="store_true",
+                   help="also time steps of both optimizers interleaved (robust overhead ratio)")
+    args = p.parse_args(argv)
+    cfg = CONFIGS["smoke" if args.smoke else "full" if args.full else "cpu"]
+    if args.data is not None:
+        cfg = replace(cfg, data=args.data)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            print("error: --seeds must be at least 1", file=sys.stderr)
+            return 2
+        cfg = replace(cfg, seeds=args.seeds)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
+                          else args.device)
+    torch.set_num_threads(max(1, args.threads))
+    out = args.out or ROOT / "figures" / "optimizer" / ("" if cfg.name == "cpu" else cfg.name)
+    ckpt = args.checkpoints or ROOT / "checkpoints" / "scale_amended_sgd" / cfg.name
+    ckpt.mkdir(parents=True, exist_ok=True)
+    try:
+        data = load_data(cfg, device)
+    except HessiankitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    progress = not args.no_progress
+    sweeps: dict[str, list[dict]] = {}
+    finals: dict[str, list[dict]] = {}
+    opts = OPTIMIZERS + ((ABLATION,) if args.ablation else ())
+    for o in opts:
+        sweeps[o] = [run_one(cfg, o, lr, 0, data, ckpt, device, progress) for lr in cfg.lrs]
+    for o in opts:
+        lr = best_rate(sweeps[o])
+        seed0 = next(h for h in sweeps[o] if h["lr"] == lr)
+        finals[o] = [seed0] + [run_one(cfg, o, lr, s, data, ckpt, device, progress)
+                               for s in range(1, cfg.seeds)]
+    summary = summarise(cfg, sweeps, finals)
+    if args.overhead:
+        rounds, steps = (2, cfg.refresh_every) if cfg.name == "smoke" else (5, 2 * cfg.refresh_every)
+        summary["overhead_benchmark"] = overhead_benchmark(cfg, data, device, rounds, steps)
+    summary["device"] = str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+    summary["torch_threads"] = torch.get_num_threads()
+    summary["verdict"] = verdict(summary)
+    write_outputs(cfg, summary, finals, out)
+    print(table(cfg, summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""``hessiankit blocks``: the table of a model's blocks ``z_b = F_b(W_b, z_{b-1})``.
+
+One row per block: index (from 1, as ``--block`` takes it), the module paths it runs, its
+number of weights, the shapes of ``z_{b-1}`` and ``z_b`` for the chosen data (without the batch
+dimension), and whether it holds batch norm or a skip connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hessiankit.blocks import capture, split_blocks
+from hessiankit.cli import common
+
+NAME = "blocks"
+HELP = "list a model's blocks: modules, parameters, input/output shapes, BN, skip"
+DESCRIPTION = __doc__
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    common.add_model_arguments(p)
+    common.add_data_arguments(p)
+    common.add_compute_arguments(p)
+    common.add_output_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    common.prepare_json(args)
+    device = common.resolve_device(args.device)
+    info = common.open_model(args, device)
+    common.check_torchscript_bn(info, args.bn)
+    split = split_blocks(info.model)
+    data = common.load_batches(args, info, device)
+    for n in data.notes:
+        common.note(args, n)
+    x, _ = data.batches[0]
+    cap = capture(split, x, None, bn=args.bn, dtype=common.resolve_dtype(args.dtype))
+    rows: list[dict[str, Any]] = []
+    for b in split:
+        rows.append({
+            "block": b.index,
+            "name": b.name,
+            "modules": list(b.module_names),
+            "num_params": b.num_params,
+            "input_shape": list(cap.block_input(b).shape[1:]),
+            "output_shape": list(cap.block_output(b).shape[1:]),
+            "has_bn": b.has_bn,
+            "has_skip": b.has_skip,
+        })
+    common.out(args, f"model: {info.label} ({len(split)} blocks, {sum(r['num_params'] for r in rows)} weights)")
+    common.out(args, f"data: {_describe_data(data.description)}")
+    common.out(args)
+    table = [
+        [r["block"], r["name"], _modules(r["modules"]), r["num_params"], _shape(r["input_shape"]),
+         _shape(r["output_shape"]), "yes" if r["has_bn"] else "no", "yes" if r["has_skip"] else "no"]
+        for r in rows
+    ]
+    headers = ["block", "name", "modules", "params", "input", "output", "bn", "skip"]
+    common.out(args, common.format_table(headers, table, [True, False, False, True, False, False, False, False]))
+    common.emit_json(args, {
+        "model": info.label,
+        "source": info.source,
+        **data.description,
+        **common.versions(),
+        "blocks": rows,
+    })
+    return 0
+
+
+def _modules(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 2 else f"{names[0]} .. {names[-1]} ({len(names)})"
+
+
+def _shape(shape: list[int]) -> str:
+    return "x".join(str(s) for s in shape) if shape else "scalar"
+
+
+def _describe_data(d: dict[str, Any]) -> str:
+    src = f"--data {d['data']}" if "data" in d else f"{d['dataset']} ({d['split']})"
+    return f"{src}, {d['num_batches']} x {d['batch_size']} samples of shape {_shape(list(d['input_shape']))}"

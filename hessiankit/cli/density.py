@@ -1,0 +1,191 @@
+"""``hessiankit density``: the spectral density of a block's local Hessian by stochastic Lanczos
+quadrature (SLQ).
+
+``--probes`` Rademacher probes each run ``--steps`` Lanczos steps; the Gauss quadrature nodes
+and weights are smoothed with a Gaussian of width sigma (default: the spread of the nodes over
+the number of steps) on lambda and on log10|lambda|. Prints the moments (mean eigenvalue =
+trace / n, with its standard error over probes), the zero and negative mass and the range of
+the nodes; ``--plot PATH`` writes the figure as PATH.png and PATH.svg; ``--json`` every number
+(nodes, weights, both curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hessiankit.blocks import Block, BlockCapture, BlockSplit, capture, split_blocks
+from hessiankit.cli import common
+from hessiankit.cli.batches import combine_batches
+from hessiankit.errors import DataError, OperatorError
+from hessiankit.operators import SymmetricOperator, hessian_operator
+from hessiankit.solvers.slq import slq
+
+NAME = "density"
+HELP = "spectral density of a block's local Hessian (stochastic Lanczos quadrature)"
+DESCRIPTION = __doc__
+
+
+def add_operator_arguments(p: argparse.ArgumentParser) -> None:
+    """``--wrt``, ``--kind``, ``--eta`` (as ``hessiankit spectrum``)."""
+    p.add_argument("--wrt", choices=("weights", "input"), default="weights",
+                   help="differentiate w.r.t. the block's weights (default) or its input")
+    p.add_argument("--kind", choices=("gauss-newton", "exact", "loss"), default="gauss-newton",
+                   help="gauss-newton (default; no labels needed), exact (back-matching loss Hessian "
+                   "with target z_b - eta g_b) or loss (training-loss Hessian)")
+    p.add_argument("--eta", type=float, default=1.0,
+                   help="step size eta of the back-matching target, for --kind exact (default 1.0)")
+
+
+def add_density_arguments(p: argparse.ArgumentParser) -> None:
+    """``--probes``, ``--steps``."""
+    p.add_argument("--probes", type=_positive, default=8, metavar="P",
+                   help="Rademacher probe vectors (default 8; the error falls like 1/sqrt(P))")
+    p.add_argument("--steps", type=_positive, default=80, metavar="M",
+                   help="Lanczos steps per probe (default 80; capped at the dimension)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    common.add_model_arguments(p)
+    p.add_argument("--block", required=True, metavar="B",
+                   help="block index (from 1, see `hessiankit blocks`), a module path, or 'model'")
+    add_operator_arguments(p)
+    add_density_arguments(p)
+    p.add_argument("--sigma", type=_positive_float, metavar="S",
+                   help="kernel width on lambda (default: spread of the nodes / steps)")
+    p.add_argument("--log-sigma", type=_positive_float, metavar="S",
+                   help="kernel width on log10|lambda| in decades (default: spread / steps)")
+    p.add_argument("--plot", metavar="PATH", help="write the density figure to PATH.png and PATH.svg")
+    common.add_data_arguments(p)
+    common.add_compute_arguments(p)
+    common.add_output_arguments(p)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def check_output(path: str, option: str) -> Path:
+    """Fail before any work when ``path`` (written by ``option``) cannot be written."""
+    from hessiankit.io.jsonio import OutputError
+
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"{option} {str(p)!r} is a directory; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {str(p)!r}: folder {str(parent)!r} does not exist; create it first")
+    return p
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """What the shared options load: model, data, block split, one capture per batch, and
+    ``make(block)``, the block's operator over all ``--num-batches`` batches."""
+
+    info: common.ModelInfo
+    data: common.Batches
+    split: BlockSplit
+    captures: list[BlockCapture]
+    make: Callable[[Block], SymmetricOperator]
+
+
+def build_operators(args: argparse.Namespace) -> Prepared:
+    """Load model and data, capture every batch (shared with ``hessiankit report``).
+
+    Raises:
+        DataError: ``--kind exact/loss`` on data without labels (and every loading error).
+    """
+    if args.kind != "exact" and args.eta != 1.0:
+        common.note(args, "--eta only changes --kind exact; ignored")
+    device = common.resolve_device(args.device)
+    dtype = common.resolve_dtype(args.dtype)
+    info = common.open_model(args, device)
+    common.check_torchscript_bn(info, args.bn)
+    split = split_blocks(info.model)
+    data = common.load_batches(args, info, device)
+    for n in data.notes:
+        common.note(args, n)
+    needs_labels = args.kind in ("exact", "loss")
+    if needs_labels and not data.has_labels:
+        raise DataError(
+            f"--kind {args.kind} needs labels but the data has none (no 'y'); add labels y to the "
+            "data file or use --kind gauss-newton"
+        )
+    loss = data.loss if args.loss == "auto" else args.loss
+    caps = [
+        capture(split, x, y if needs_labels else None, loss_fn=loss, bn=args.bn, dtype=dtype)
+        for x, y in data.batches
+    ]
+
+    def make(block: Block) -> SymmetricOperator:
+        ops = [hessian_operator(c, block, wrt=args.wrt, kind=args.kind, eta=args.eta) for c in caps]
+        return combine_batches(ops, args.wrt)
+
+    return Prepared(info, data, split, caps, make)
+
+
+def run(args: argparse.Namespace) -> int:
+    common.prepare_json(args)
+    if args.plot:
+        check_output(args.plot, "--plot")
+    if args.block == "all":
+        raise OperatorError("density takes one block; give --block B (use `hessiankit report` for all)")
+    prep = build_operators(args)
+    info, data = prep.info, prep.data
+    block = prep.split.whole_model() if args.block == "model" else prep.split.block(args.block)
+    op = prep.make(block)
+    with common.progress(args, None, f"block {block.index} SLQ", unit="product") as bar:
+        d = slq(op, num_probes=args.probes, num_steps=args.steps, seed=args.seed,
+                sigma=args.sigma, log_sigma=args.log_sigma, progress=bar)
+    m1, s1 = d.moment(1)
+    m2, s2 = d.moment(2)
+    common.out(args, f"block {block.index} ({block.name}): {args.kind} w.r.t. {args.wrt}, dimension {d.dimension}")
+    common.out(args, f"model: {info.label}; bn {args.bn}; {args.dtype}; seed {args.seed}")
+    common.out(args, f"SLQ: {d.num_probes} probes x {d.num_steps} steps, {d.num_products} products, "
+                     f"{d.seconds:.2f} s, reorthogonalized {'yes' if d.reorthogonalized else 'no'}")
+    common.out(args)
+    rows = [
+        ["mean eigenvalue (trace/n)", f"{m1:.6e}", f"{s1:.1e}"],
+        ["trace", f"{d.dimension * m1:.6e}", f"{d.dimension * s1:.1e}"],
+        ["mean squared eigenvalue", f"{m2:.6e}", f"{s2:.1e}"],
+        ["smallest node", f"{d.lambda_min:.6e}", ""],
+        ["largest node", f"{d.lambda_max:.6e}", ""],
+        ["zero mass", f"{d.zero_mass:.4f}", f"(|theta| <= {d.zero_threshold:.1e})"],
+        ["negative mass", f"{d.negative_mass:.4f}", ""],
+        ["kernel width (lambda)", f"{d.linear.sigma:.3e}", ""],
+        ["kernel width (log10|lambda|)", f"{d.log.sigma:.3e}", "decades"],
+    ]
+    common.out(args, common.format_table(["quantity", "estimate", "std. error"], rows, [False, True, False]))
+    if args.plot:
+        from hessiankit.plots import plot_density, save_figure
+
+        paths = save_figure(plot_density(d), args.plot)
+        common.out(args, "wrote " + ", ".join(str(p) for p in paths))
+    record = {
+        **d.to_dict(),
+        "block": block.index, "name": block.name, "wrt": args.wrt, "kind": args.kind,
+        "eta": args.eta if args.kind == "exact" else None, "bn": args.bn, "dtype": args.dtype,
+        "seed": args.seed, "model": info.label, "model_source": info.source,
+        **data.description, **common.versions(),
+    }
+    common.emit_json(args, record)
+    return 0

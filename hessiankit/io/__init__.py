@@ -1,0 +1,45 @@
+"""Input and output that must be safe with a file a stranger sent: model loading, JSON writing.
+
+* :func:`read_torch_file` - ``torch.load`` that never runs a pickle's code unless asked;
+* :func:`load_model` - a model from ``torch.save(model)``, a TorchScript archive, or a state
+  dict plus an architecture factory (``package.module:factory``);
+* :func:`write_json_atomic` / :func:`check_writable` - JSON that appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+from hessiankit.io.jsonio import (
+    OutputError,
+    check_writable,
+    to_jsonable,
+    write_json_atomic,
+)
+from hessiankit.io.model import (
+    LoadedModel,
+    is_torchscript,
+    load_arch,
+    load_model,
+    unscript,
+)
+from hessiankit.io.torchfile import (
+    TORCH_NN_CLASSES,
+    blocked_globals,
+    is_payload,
+    read_torch_file,
+)
+
+__all__ = [
+    "TORCH_NN_CLASSES",
+    "LoadedModel",
+    "OutputError",
+    "blocked_globals",
+    "check_writable",
+    "is_payload",
+    "is_torchscript",
+    "load_arch",
+    "load_model",
+    "read_torch_file",
+    "to_jsonable",
+    "unscript",
+    "write_json_atomic",
+]

@@ -1,0 +1,178 @@
+"""Load a model a colleague sent, without running its code unless the user says so.
+
+Four sources, tried in this order:
+
+``--arch package.module:factory`` (+ optional state-dict file)
+    imports the user's own installed code, calls ``factory()`` and loads the file's tensors
+    into it (``load_state_dict(strict=True)``). The file is read safely; it may hold a state
+    dict, a checkpoint dict with ``"state_dict"`` / ``"model_state_dict"`` / ``"model"``, or a
+    whole ``torch.nn`` model.
+TorchScript archive (``torch.jit.save``)
+    loaded with ``torch.jit.load`` (TorchScript code cannot call arbitrary Python). Blocks are
+    found when the scripted model is a (nested) ``Sequential``: its layers are traced as leaves.
+``torch.save(model)`` whose classes all come from ``torch.nn``
+    loaded with ``torch.load(weights_only=True)`` and an allow-list of ``torch.nn`` classes.
+    A class from elsewhere, or a callable that runs code (a payload), stops loading with a
+    one-line error naming it.
+``--trust-pickle``
+    plain ``torch.load(weights_only=False)``: **runs the file's code**. Only for files you made
+    or trust; the classes it names must be importable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hessiankit.errors import ModelLoadError
+from hessiankit.io.torchfile import read_torch_file
+
+__all__ = ["LoadedModel", "is_torchscript", "load_arch", "load_model", "unscript"]
+
+_FIX = (
+    "pass --trust-pickle if you trust the file (it runs the file's code), or rebuild the model "
+    "with --arch package.module:factory and a state dict"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A loaded network and how it was loaded (``"torch.nn"``, ``"trusted pickle"``,
+    ``"torchscript"``, ``"arch"``)."""
+
+    model: nn.Module
+    source: str
+    path: str | None
+
+
+def is_torchscript(path: str | Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with compiled ``code/``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
+
+
+def load_model(
+    path: str | Path | None, *, trust_pickle: bool = False, arch: str | None = None
+) -> LoadedModel:
+    """Load a model file (see the module docstring for the sources and their safety).
+
+    Raises:
+        ModelLoadError: missing/damaged file, payload pickle, class outside ``torch.nn``
+            without ``--trust-pickle``, a state dict without ``--arch``, or a bad factory.
+    """
+    if arch is not None:
+        return LoadedModel(load_arch(arch, path), "arch", None if path is None else str(path))
+    if path is None:
+        raise ModelLoadError("no model given; pass a model file or --arch package.module:factory")
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"model file {str(p)!r} does not exist; check the path")
+    if is_torchscript(p):
+        try:
+            scripted = torch.jit.load(str(p), map_location="cpu")  # type: ignore[no-untyped-call]
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise ModelLoadError(f"{p.name} is a damaged TorchScript archive ({_line(exc)})") from None
+        return LoadedModel(unscript(scripted, p.name), "torchscript", str(p))
+    obj = read_torch_file(p, trust=trust_pickle, fix=_FIX)
+    if isinstance(obj, nn.Module):
+        return LoadedModel(obj, "trusted pickle" if trust_pickle else "torch.nn", str(p))
+    if isinstance(obj, dict) and _state_dict_of(obj) is not None:
+        raise ModelLoadError(
+            f"{p.name} holds a state dict, not a model; give the architecture with "
+            "--arch package.module:factory"
+        )
+    raise ModelLoadError(
+        f"{p.name} holds a {type(obj).__name__} object, not a model; save it with torch.save(model)"
+    )
+
+
+def load_arch(spec: str, path: str | Path | None) -> nn.Module:
+    """``factory()`` from ``package.module:factory``, with the tensors of ``path`` loaded in.
+
+    This imports and runs the named module: the user's own code, chosen explicitly.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ModelLoadError(f"--arch {spec!r} is not of the form package.module:factory")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"cannot import {module_name!r} for --arch ({_line(exc)}); install it or add it to PYTHONPATH"
+        ) from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)  # type: ignore[assignment]
+        if factory is None:
+            raise ModelLoadError(f"module {module_name!r} has no {attr!r}; check --arch")
+    if not callable(factory):
+        raise ModelLoadError(f"--arch {spec!r} is not callable; name a class or a function")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"--arch {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    if path is None:
+        return model
+    p = Path(path)
+    obj = read_torch_file(p, fix="save the weights with torch.save(model.state_dict(), path)")
+    state = obj.state_dict() if isinstance(obj, nn.Module) else _state_dict_of(obj)
+    if state is None:
+        raise ModelLoadError(f"{p.name} holds no state dict (a dict of tensors); save model.state_dict()")
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        what = (
+            f"lacks {result.missing_keys[0]!r}" if result.missing_keys
+            else f"has {result.unexpected_keys[0]!r}, which the architecture does not"
+        )
+        n = len(result.missing_keys) + len(result.unexpected_keys)
+        raise ModelLoadError(
+            f"the state dict in {p.name} does not fit --arch {spec}: it {what} ({n} keys differ); "
+            "check that the factory builds the same architecture"
+        )
+    return model
+
+
+def unscript(module: nn.Module, name: str) -> nn.Module:
+    """A traceable stand-in for a scripted (nested) ``Sequential``: eager containers, scripted
+    leaves. Other TorchScript models have no blocks hessiankit can find.
+
+    Raises:
+        ModelLoadError: the scripted model is not a Sequential.
+    """
+    if not isinstance(module, torch.jit.ScriptModule):
+        return module
+    if getattr(module, "original_name", "") == "Sequential":
+        return nn.Sequential(*[unscript(c, name) for _, c in module.named_children()])
+    if not any(True for _ in module.children()):
+        return module  # a scripted layer: traced as one opaque module
+    raise ModelLoadError(
+        f"{name} is a TorchScript {getattr(module, 'original_name', 'module')} whose blocks cannot "
+        "be found (only scripted Sequential models can be split); save the eager model with "
+        "torch.save(model), or use --arch with a state dict"
+    )
+
+
+def _state_dict_of(obj: object) -> dict[str, torch.Tensor] | None:
+    if isinstance(obj, dict):
+        if obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+            return obj
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                return inner.state_dict()
+            if isinstance(inner, dict):
+                found = _state_dict_of(inner)
+                if found is not None:
+                    return found
+    return None
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,23 @@
+"""Model zoo: networks the command line and the experiments build by name.
+
+:func:`vgg` builds a CIFAR-style VGG with batch norm (``"small"``, ``"vgg11"``, ``"vgg13"``,
+``"vgg16"``, ``"vgg19"``), with ``in_channels``, ``num_classes`` and a width multiplier. The
+command line's built-in model is :func:`default_model`: ``vgg("small", in_channels=1,
+num_classes=10, seed=0)`` for Fashion-MNIST's 1x28x28 images.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from hessiankit.models.vgg import VGG_CONFIGS, vgg, vgg_config
+
+__all__ = ["DEFAULT_INPUT_SHAPE", "VGG_CONFIGS", "default_model", "vgg", "vgg_config"]
+
+#: Input shape (without the batch dimension) of :func:`default_model`.
+DEFAULT_INPUT_SHAPE: tuple[int, ...] = (1, 28, 28)
+
+
+def default_model(seed: int = 0) -> nn.Sequential:
+    """The built-in model: a small VGG with BN for 1x28x28 images and 10 classes, seeded."""
+    return vgg("small", in_channels=1, num_classes=10, seed=seed)
