@@ -30,7 +30,9 @@ FIGURES = ROOT / "figures"
 
 
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"analyses/{name}.py", description=(doc or "").split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog=f"analyses/{name}.py", description=(doc or "").split("\n\n")[0]
+    )
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes and one seed (CI)")
     p.add_argument("--out", type=Path, default=None, help=f"output folder (default figures/{name})")
@@ -51,7 +53,9 @@ def setup(args: argparse.Namespace, name: str) -> Path:
     return out
 
 
-def load_images(name: str, num: int, side: int, seed: int, flat: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def load_images(
+    name: str, num: int, side: int, seed: int, flat: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``num`` training images resized to ``side x side`` (flattened for MLPs), normalised."""
     from hessiankit.data import load_dataset
 

@@ -89,7 +89,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.proj = None
         if stride != 1 or c_in != c_out:
-            self.proj = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.proj = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -105,13 +107,22 @@ def cifar_cnn(widths: tuple[int, ...], hidden: int, image: int, classes: int = 1
         layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
         c = w
     side = image // 2 ** len(widths)
-    layers += [nn.Flatten(), nn.Linear(c * side * side, hidden), nn.ReLU(), nn.Linear(hidden, classes)]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(c * side * side, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, classes),
+    ]
     return nn.Sequential(*layers)
 
 
 def small_resnet(widths: tuple[int, ...], classes: int = 10) -> nn.Sequential:
     """Stem conv-BN-ReLU, one basic block per width (stride 2 after the first), pool, linear."""
-    layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()]
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(),
+    ]
     c = widths[0]
     for i, w in enumerate(widths):
         layers.append(BasicBlock(c, w, 1 if i == 0 else 2))
@@ -126,7 +137,9 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-def build(model: str, size: str, batch: int, seed: int, device: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def build(
+    model: str, size: str, batch: int, seed: int, device: str
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A model with random weights and non-trivial BN statistics, and a random CIFAR-shaped batch."""
     torch.manual_seed(seed)
     spec = SIZES[size]
@@ -185,8 +198,11 @@ def hk_run(task: str, s: Setup) -> Run:
         k = int(task[3:])
         r = lanczos(_hk_loss_op(s), top=k, block_size=1, tol=s.rtol, seed=s.seed)
         s.hk_products[task] = r.num_products
-        return Run(r.top.eigenvalues.tolist(), r.num_products,
-                   extra={"converged": bool(r.top.all_converged)})
+        return Run(
+            r.top.eigenvalues.tolist(),
+            r.num_products,
+            extra={"converged": bool(r.top.all_converged)},
+        )
     if task == "trace":
         t = hutchinson(_hk_loss_op(s), num_probes=s.probes, seed=s.seed)
         return Run([t.trace], t.num_products, extra={"std_error": t.std_error})
@@ -199,20 +215,40 @@ def hk_run(task: str, s: Setup) -> Run:
         return Run([float(max(n.max() for n in d.nodes))], d.num_products)
     if task == "blocks":
         op = AllBlocksLocalHessian(hk.capture(s.model, s.x, s.y))
-        rs = blockwise_spectra(op, top=5, bottom=1, tol=s.rtol, seed=s.seed, block_size=s.block_p,
-                               max_products=s.block_budget)
-        return Run([float(r.top.eigenvalues[0]) for r in rs], max(r.num_products for r in rs),
-                   extra={"converged": all(r.converged for r in rs), "blocks": len(rs),
-                          "per_block_products": [r.num_products for r in rs],
-                          "bottom_converged": [bool(r.bottom.all_converged) for r in rs]})
+        rs = blockwise_spectra(
+            op,
+            top=5,
+            bottom=1,
+            tol=s.rtol,
+            seed=s.seed,
+            block_size=s.block_p,
+            max_products=s.block_budget,
+        )
+        return Run(
+            [float(r.top.eigenvalues[0]) for r in rs],
+            max(r.num_products for r in rs),
+            extra={
+                "converged": all(r.converged for r in rs),
+                "blocks": len(rs),
+                "per_block_products": [r.num_products for r in rs],
+                "bottom_converged": [bool(r.bottom.all_converged) for r in rs],
+            },
+        )
     if task == "blocks-each":  # the same, one LocalHessian (own graph) at a time
         cap = hk.capture(s.model, s.x, s.y)
         tops, products, conv = [], 0, True
         for b in cap.split:
             if not any(cap.state.params[n].is_floating_point() for n in b.param_names):
                 continue
-            r = lanczos(hk.LocalHessian(cap, b), top=min(5, b.num_params), bottom=1, block_size=s.block_p,
-                        tol=s.rtol, seed=s.seed, max_products=s.block_budget)
+            r = lanczos(
+                hk.LocalHessian(cap, b),
+                top=min(5, b.num_params),
+                bottom=1,
+                block_size=s.block_p,
+                tol=s.rtol,
+                seed=s.seed,
+                max_products=s.block_budget,
+            )
             tops.append(float(r.top.eigenvalues[0]))
             products += r.num_products
             conv = conv and r.top.all_converged and r.bottom.all_converged
@@ -252,7 +288,9 @@ def _torch_eig_shim() -> Any:
 
 
 def pyhessian_run(task: str, s: Setup) -> Run:
-    ph = importlib.import_module("pyhessian.hessian")  # the module (the package re-exports a class of that name)
+    ph = importlib.import_module(
+        "pyhessian.hessian"
+    )  # the module (the package re-exports a class of that name)
 
     count = {"n": 0}
     original = ph.hessian_vector_product
@@ -270,8 +308,11 @@ def pyhessian_run(task: str, s: Setup) -> Run:
             return Run(sorted(vals, reverse=True), count["n"])
         if task == "trace":
             est = h.trace(maxIter=s.probes, tol=-np.inf)  # exactly `probes` probes
-            return Run([float(np.mean(est))], count["n"],
-                       extra={"std_error": float(np.std(est, ddof=1) / np.sqrt(len(est)))})
+            return Run(
+                [float(np.mean(est))],
+                count["n"],
+                extra={"std_error": float(np.std(est, ddof=1) / np.sqrt(len(est)))},
+            )
         if task == "density":
             with _torch_eig_shim():
                 nodes, _ = h.density(iter=s.steps, n_v=1)
@@ -287,8 +328,9 @@ def curvlinops_run(task: str, s: Setup) -> Run:
     from scipy.sparse.linalg import eigsh
 
     params = [p for p in s.model.parameters() if p.requires_grad]
-    H = HessianLinearOperator(s.model, nn.CrossEntropyLoss(), params, [(s.x, s.y)],
-                              check_deterministic=False)
+    H = HessianLinearOperator(
+        s.model, nn.CrossEntropyLoss(), params, [(s.x, s.y)], check_deterministic=False
+    )
     count = {"n": 0}
     inner = H._matmat
 
@@ -300,8 +342,14 @@ def curvlinops_run(task: str, s: Setup) -> Run:
     if task in ("top1", "top10"):
         k = int(task[3:])
         rng = np.random.default_rng(s.seed)
-        vals = eigsh(H.to_scipy(), k=k, which="LA", tol=s.rtol, v0=rng.standard_normal(H.shape[0]),
-                     return_eigenvectors=False)
+        vals = eigsh(
+            H.to_scipy(),
+            k=k,
+            which="LA",
+            tol=s.rtol,
+            v0=rng.standard_normal(H.shape[0]),
+            return_eigenvectors=False,
+        )
         return Run(sorted(vals.tolist(), reverse=True), count["n"])
     if task == "trace":
         from curvlinops import hutchinson_trace
@@ -310,8 +358,10 @@ def curvlinops_run(task: str, s: Setup) -> Run:
         est = hutchinson_trace(H, num_matvecs=s.probes)
         return Run([float(est)], count["n"])
     if task == "density":
-        raise _Skip("curvlinops' SLQ returns a smoothed curve only and spends extra eigsh runs "
-                    "on the spectrum's boundaries; not comparable node for node")
+        raise _Skip(
+            "curvlinops' SLQ returns a smoothed curve only and spends extra eigsh runs "
+            "on the spectrum's boundaries; not comparable node for node"
+        )
     raise _Skip("no such task in curvlinops")
 
 
@@ -330,10 +380,20 @@ def eigenthings_run(task: str, s: Setup) -> Run:
     if task in ("top1", "top10"):
         k = int(task[3:])
         steps = max(2 * k, k + 10, s.hk_products.get(task, 0))
-        r = he.lanczos(op, k=k, max_iter=min(steps, op.size - 1), which="LA", tol=s.rtol, seed=s.seed,
-                       reorthogonalize=True)
-        return Run(sorted(r.eigenvalues.tolist(), reverse=True), count["n"],
-                   extra={"converged": bool(r.converged.all()), "steps": steps})
+        r = he.lanczos(
+            op,
+            k=k,
+            max_iter=min(steps, op.size - 1),
+            which="LA",
+            tol=s.rtol,
+            seed=s.seed,
+            reorthogonalize=True,
+        )
+        return Run(
+            sorted(r.eigenvalues.tolist(), reverse=True),
+            count["n"],
+            extra={"converged": bool(r.converged.all()), "steps": steps},
+        )
     if task == "trace":
         t = he.hutchinson(op, num_samples=s.probes, seed=s.seed)
         return Run([float(t.estimate)], count["n"], extra={"std_error": float(t.stderr)})
@@ -349,7 +409,11 @@ RUNNERS: dict[str, Callable[[str, Setup], Run]] = {
     "curvlinops": curvlinops_run,
     "eigenthings": eigenthings_run,
 }
-IMPORTS = {"pyhessian": "pyhessian", "curvlinops": "curvlinops", "eigenthings": "hessian_eigenthings"}
+IMPORTS = {
+    "pyhessian": "pyhessian",
+    "curvlinops": "curvlinops",
+    "eigenthings": "hessian_eigenthings",
+}
 
 
 def available_anchors(wanted: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -421,24 +485,36 @@ def product_vs_gradient(s: Setup, repeats: int) -> dict[str, Any]:
     med = {k: statistics.median(v) for k, v in times.items()}
     for k in ("8 products batched (vmap) / 8", "8 products looped / 8"):
         med[k] /= 8
-    return {"seconds": med, "ratio_product_to_gradient": med["product (graph kept)"] / med["gradient"]}
+    return {
+        "seconds": med,
+        "ratio_product_to_gradient": med["product (graph kept)"] / med["gradient"],
+    }
 
 
-def reference_top(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, seed: int) -> dict[str, np.ndarray]:
+def reference_top(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, seed: int
+) -> dict[str, np.ndarray]:
     """float64 hessiankit Lanczos at tol 1e-9: the yardstick for everyone's eigenvalues.
 
     ``"LA"``: the k largest (algebraic); ``"LM"``: the k largest in magnitude, what PyHessian's
     deflated power iteration finds (the loss Hessian is indefinite).
     """
     cap = hk.capture(model, x, y, dtype=torch.float64)
-    r = lanczos(hk.LossHessian(cap, "model"), top=k, bottom=k, block_size=1, tol=1e-9, seed=seed + 7)
+    r = lanczos(
+        hk.LossHessian(cap, "model"), top=k, bottom=k, block_size=1, tol=1e-9, seed=seed + 7
+    )
     both = np.concatenate([r.top.eigenvalues, r.bottom.eigenvalues])
     lm = both[np.argsort(-np.abs(both), kind="stable")][:k]
     return {"LA": np.asarray(r.top.eigenvalues), "LM": lm}
 
 
 def run_tasks(
-    s: Setup, tasks: list[str], tools: list[str], repeats: int, slow_repeats: int, log: Callable[[str], None]
+    s: Setup,
+    tasks: list[str],
+    tools: list[str],
+    repeats: int,
+    slow_repeats: int,
+    log: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
     """Median seconds per (task, tool), timed in turn A B C D A B C D."""
     device = s.x.device
@@ -459,8 +535,10 @@ def run_tasks(
             for name in names:
                 if name in skipped:
                     continue
-                fn = {FULL_TOP5: lambda: hk_run("top5", s), BLOCKS_ONE_BY_ONE: lambda: hk_run("blocks-each", s)}.get(
-                    name, lambda n=name: RUNNERS[n](task, s))
+                fn = {
+                    FULL_TOP5: lambda: hk_run("top5", s),
+                    BLOCKS_ONE_BY_ONE: lambda: hk_run("blocks-each", s),
+                }.get(name, lambda n=name, t=task: RUNNERS[n](t, s))
                 try:
                     seconds, r = _timed(fn, device)
                 except _Skip as why:
@@ -469,19 +547,29 @@ def run_tasks(
                     continue
                 runs[name].append(seconds)
                 last[name] = r
-                log(f"  {task:8s} {name:28s} rep {rep + 1}/{reps}: {seconds:8.3f} s, {r.products} products")
+                log(
+                    f"  {task:8s} {name:28s} rep {rep + 1}/{reps}: {seconds:8.3f} s, {r.products} products"
+                )
         for name in names:
             if name in skipped:
                 row[name] = {"skipped": skipped[name]}
             elif runs[name]:
                 r = last[name]
-                row[name] = {"seconds": statistics.median(runs[name]), "runs": runs[name],
-                             "products": r.products, "values": r.values, "note": r.note, **r.extra}
+                row[name] = {
+                    "seconds": statistics.median(runs[name]),
+                    "runs": runs[name],
+                    "products": r.products,
+                    "values": r.values,
+                    "note": r.note,
+                    **r.extra,
+                }
         out[task] = row
     return out
 
 
-def memory_child(tool: str, model: str, size: str, batch: int, rtol: float, seed: int, device: str) -> dict[str, float]:
+def memory_child(
+    tool: str, model: str, size: str, batch: int, rtol: float, seed: int, device: str
+) -> dict[str, float]:
     """Peak memory of one top-10 run, measured in this (fresh) process."""
     net, x, y = build(model, size, batch, seed, device)
     s = Setup(net, x, y, rtol, 0, 0, seed)
@@ -496,7 +584,10 @@ def memory_child(tool: str, model: str, size: str, batch: int, rtol: float, seed
         base = torch.cuda.memory_allocated()
         RUNNERS[tool]("top10", s)
         torch.cuda.synchronize()
-        return {"peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20, "kind": "cuda max allocated"}
+        return {
+            "peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20,
+            "kind": "cuda max allocated",
+        }
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux >= 4.0)
     base = _status_kib("VmRSS")
     RUNNERS[tool]("top10", s)
@@ -510,12 +601,35 @@ def _status_kib(key: str) -> int:
     raise RuntimeError(f"{key} not in /proc/self/status")
 
 
-def measure_memory(tools: list[str], model: str, size: str, batch: int, rtol: float, seed: int,
-                   device: str, hk_top10_products: int, log: Callable[[str], None]) -> dict[str, Any]:
+def measure_memory(
+    tools: list[str],
+    model: str,
+    size: str,
+    batch: int,
+    rtol: float,
+    seed: int,
+    device: str,
+    hk_top10_products: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for tool in tools:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", tool, "--models", model,
-               "--batch", str(batch), "--rtol", str(rtol), "--seed", str(seed), "--device", device]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--memory-child",
+            tool,
+            "--models",
+            model,
+            "--batch",
+            str(batch),
+            "--rtol",
+            str(rtol),
+            "--seed",
+            str(seed),
+            "--device",
+            device,
+        ]
         if size == "short":
             cmd.append("--short")
         env = {**os.environ, "HK_TOP10_PRODUCTS": str(hk_top10_products)}
@@ -535,7 +649,9 @@ def relative_errors(values: list[float], ref: np.ndarray) -> float:
     return float(np.max(np.abs(v - ref[:k]) / np.abs(ref[:k])))
 
 
-def check_agreement(task: str, row: dict[str, Any], ref: dict[str, np.ndarray], rtol: float) -> dict[str, str]:
+def check_agreement(
+    task: str, row: dict[str, Any], ref: dict[str, np.ndarray], rtol: float
+) -> dict[str, str]:
     """Pass/fail per tool: eigenvalues within 10 rtol of the reference (plus what each tool allows)."""
     verdict: dict[str, str] = {}
     for name, r in row.items():
@@ -553,16 +669,26 @@ def check_agreement(task: str, row: dict[str, Any], ref: dict[str, np.ndarray], 
             err = abs(r["values"][0] - ref["LA"][0]) / abs(ref["LA"][0])
             r["rel_error"] = err
             verdict[name] = "ok" if err <= 1e-2 else f"largest node off by {err:.1e}"
-    if task == "blocks" and "values" in row.get("hessiankit", {}) and "values" in row.get(BLOCKS_ONE_BY_ONE, {}):
-        err = relative_errors(row["hessiankit"]["values"], np.asarray(row[BLOCKS_ONE_BY_ONE]["values"]))
+    if (
+        task == "blocks"
+        and "values" in row.get("hessiankit", {})
+        and "values" in row.get(BLOCKS_ONE_BY_ONE, {})
+    ):
+        err = relative_errors(
+            row["hessiankit"]["values"], np.asarray(row[BLOCKS_ONE_BY_ONE]["values"])
+        )
         row["hessiankit"]["rel_error"] = err
-        verdict["hessiankit"] = "ok" if err <= 10 * rtol else f"off by {err:.1e} from one block at a time"
+        verdict["hessiankit"] = (
+            "ok" if err <= 10 * rtol else f"off by {err:.1e} from one block at a time"
+        )
     if task == "trace" and "hessiankit" in row and "values" in row["hessiankit"]:
         base = row["hessiankit"]
         for name, r in row.items():
             if "values" not in r:
                 continue
-            se = np.hypot(base.get("std_error", 0.0), r.get("std_error", base.get("std_error", 0.0)))
+            se = np.hypot(
+                base.get("std_error", 0.0), r.get("std_error", base.get("std_error", 0.0))
+            )
             dev = abs(r["values"][0] - base["values"][0])
             r["deviation_in_se"] = dev / se if se > 0 else 0.0
             verdict[name] = "ok" if dev <= 5 * se else f"{dev / se:.1f} standard errors apart"
@@ -578,15 +704,19 @@ def _same_numbers(r: dict[str, Any]) -> bool:
 def render(results: dict[str, Any]) -> str:
     lines = []
     for model, res in results["models"].items():
-        lines.append(f"\n### {model}: {res['parameters']:,} parameters, batch {res['batch']}, float32, "
-                     f"{results['threads']} thread(s), rtol {results['rtol']:g}\n")
+        lines.append(
+            f"\n### {model}: {res['parameters']:,} parameters, batch {res['batch']}, float32, "
+            f"{results['threads']} thread(s), rtol {results['rtol']:g}\n"
+        )
         p = res["product"]
         lines.append("| product on a fixed batch | seconds (median) | / gradient |")
         lines.append("|---|---:|---:|")
         for k, v in p["seconds"].items():
             lines.append(f"| {k} | {v:.4f} | {v / p['seconds']['gradient']:.2f} |")
         lines.append("")
-        lines.append("| task | tool | seconds (median) | products | hessiankit / tool | rel. error | agrees |")
+        lines.append(
+            "| task | tool | seconds (median) | products | hessiankit / tool | rel. error | agrees |"
+        )
         lines.append("|---|---|---:|---:|---:|---:|---|")
         for task, row in res["tasks"].items():
             base = row.get("hessiankit", {}).get("seconds")
@@ -595,11 +725,16 @@ def render(results: dict[str, Any]) -> str:
                     lines.append(f"| {task} | {name} | skipped: {r['skipped']} | | | | |")
                     continue
                 ratio = f"{base / r['seconds']:.3f}" if base and name != "hessiankit" else ""
-                err = f"{r['rel_error']:.1e}" if "rel_error" in r else (
-                    f"{r['deviation_in_se']:.1f} se" if "deviation_in_se" in r else "")
+                err = (
+                    f"{r['rel_error']:.1e}"
+                    if "rel_error" in r
+                    else (f"{r['deviation_in_se']:.1f} se" if "deviation_in_se" in r else "")
+                )
                 conv = "" if r.get("converged", True) else " (not converged)"
-                lines.append(f"| {task} | {name} | {r['seconds']:.3f} | {r['products']} | {ratio} | {err} | "
-                             f"{res['agreement'].get(task, {}).get(name, '')}{conv} |")
+                lines.append(
+                    f"| {task} | {name} | {r['seconds']:.3f} | {r['products']} | {ratio} | {err} | "
+                    f"{res['agreement'].get(task, {}).get(name, '')}{conv} |"
+                )
         if res.get("memory"):
             lines.append("")
             lines.append("| top-10 peak memory | MiB | hessiankit / tool |")
@@ -609,7 +744,11 @@ def render(results: dict[str, Any]) -> str:
                 if "peak_mib" not in m:
                     lines.append(f"| {name} | skipped: {m.get('skipped')} | |")
                     continue
-                ratio = f"{hk_mem / m['peak_mib']:.2f}" if hk_mem and name != "hessiankit" and m["peak_mib"] > 0 else ""
+                ratio = (
+                    f"{hk_mem / m['peak_mib']:.2f}"
+                    if hk_mem and name != "hessiankit" and m["peak_mib"] > 0
+                    else ""
+                )
                 lines.append(f"| {name} | {m['peak_mib']:.1f} | {ratio} |")
         lines.append("")
         lines.append("| target | measured | met |")
@@ -630,59 +769,121 @@ def targets(res: dict[str, Any]) -> list[dict[str, str]]:
             return a["seconds"] / b["seconds"]
         return None
 
-    for task, anchor, goal in [("top1", "pyhessian", 0.25), ("top1", "curvlinops", 0.5),
-                               ("top1", "eigenthings", 0.5), ("top10", "pyhessian", 0.1)]:
+    for task, anchor, goal in [
+        ("top1", "pyhessian", 0.25),
+        ("top1", "curvlinops", 0.5),
+        ("top1", "eigenthings", 0.5),
+        ("top10", "pyhessian", 0.1),
+    ]:
         r = ratio(task, anchor)
-        out.append({"target": f"{task}: hessiankit / {anchor} <= {goal}",
-                    "measured": "n/a" if r is None else f"{r:.3f}",
-                    "met": "n/a" if r is None else ("yes" if r <= goal else "no")})
+        out.append(
+            {
+                "target": f"{task}: hessiankit / {anchor} <= {goal}",
+                "measured": "n/a" if r is None else f"{r:.3f}",
+                "met": "n/a" if r is None else ("yes" if r <= goal else "no"),
+            }
+        )
     b = tasks.get("blocks", {})
-    if "seconds" in b.get("hessiankit", {}) and "seconds" in b.get("hessiankit full-model top-5", {}):
+    if "seconds" in b.get("hessiankit", {}) and "seconds" in b.get(
+        "hessiankit full-model top-5", {}
+    ):
         r = b["hessiankit"]["seconds"] / b["hessiankit full-model top-5"]["seconds"]
-        out.append({"target": "every block's top-5 + smallest <= 1.5 x one full-model top-5",
-                    "measured": f"{r:.2f}", "met": "yes" if r <= 1.5 else "no"})
+        out.append(
+            {
+                "target": "every block's top-5 + smallest <= 1.5 x one full-model top-5",
+                "measured": f"{r:.2f}",
+                "met": "yes" if r <= 1.5 else "no",
+            }
+        )
     r = res["product"]["ratio_product_to_gradient"]
-    out.append({"target": "one product <= 1.3 x one gradient", "measured": f"{r:.2f}",
-                "met": "yes" if r <= 1.3 else "no"})
+    out.append(
+        {
+            "target": "one product <= 1.3 x one gradient",
+            "measured": f"{r:.2f}",
+            "met": "yes" if r <= 1.3 else "no",
+        }
+    )
     mem = res.get("memory") or {}
     anchors = [m["peak_mib"] for n, m in mem.items() if n != "hessiankit" and "peak_mib" in m]
     if anchors and "peak_mib" in mem.get("hessiankit", {}):
         r = mem["hessiankit"]["peak_mib"] / max(min(anchors), 1e-9)
-        out.append({"target": "top-10 peak memory <= 1.2 x lowest anchor", "measured": f"{r:.2f}",
-                    "met": "yes" if r <= 1.2 else "no"})
+        out.append(
+            {
+                "target": "top-10 peak memory <= 1.2 x lowest anchor",
+                "measured": f"{r:.2f}",
+                "met": "yes" if r <= 1.2 else "no",
+            }
+        )
     return out
 
 
 # -- main -------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--short", action="store_true", help="CI mode: tiny sizes, assert agreement only")
+    ap.add_argument(
+        "--short", action="store_true", help="CI mode: tiny sizes, assert agreement only"
+    )
     ap.add_argument("--models", default="cnn,resnet")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--anchors", default=",".join(ANCHORS))
     ap.add_argument("--batch", type=int, default=None, help="batch size (full 128, short 8)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per tool (full 3, short 1)")
-    ap.add_argument("--slow-repeats", type=int, default=None, help="repeats for top10 and blocks (full 2, short 1)")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per tool (full 3, short 1)"
+    )
+    ap.add_argument(
+        "--slow-repeats",
+        type=int,
+        default=None,
+        help="repeats for top10 and blocks (full 2, short 1)",
+    )
     ap.add_argument("--rtol", type=float, default=1e-4, help="relative accuracy of eigenvalues")
-    ap.add_argument("--probes", type=int, default=None, help="Hutchinson probes (full 20, short 10)")
+    ap.add_argument(
+        "--probes", type=int, default=None, help="Hutchinson probes (full 20, short 10)"
+    )
     ap.add_argument("--steps", type=int, default=None, help="SLQ steps (full 30, short 10)")
-    ap.add_argument("--block-size", type=int, default=1,
-                    help="Lanczos block size of the per-block runs (p >= a multiplicity finds every copy)")
-    ap.add_argument("--block-budget", type=int, default=None, help="product budget per block (default: Lanczos')")
+    ap.add_argument(
+        "--block-size",
+        type=int,
+        default=1,
+        help="Lanczos block size of the per-block runs (p >= a multiplicity finds every copy)",
+    )
+    ap.add_argument(
+        "--block-budget",
+        type=int,
+        default=None,
+        help="product budget per block (default: Lanczos')",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
-                    help="measure top-10 peak memory in subprocesses (full: on, short: off)")
-    ap.add_argument("--out", default=None, help="folder for results.json/results.md (full: figures/benchmark)")
+    ap.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure top-10 peak memory in subprocesses (full: on, short: off)",
+    )
+    ap.add_argument(
+        "--out", default=None, help="folder for results.json/results.md (full: figures/benchmark)"
+    )
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     size = "short" if args.short else "full"
     batch = args.batch or (8 if args.short else 128)
     torch.set_num_threads(args.threads)
     if args.memory_child:
-        print(json.dumps(memory_child(args.memory_child, args.models.split(",")[0], size, batch,
-                                      args.rtol, args.seed, args.device)))
+        print(
+            json.dumps(
+                memory_child(
+                    args.memory_child,
+                    args.models.split(",")[0],
+                    size,
+                    batch,
+                    args.rtol,
+                    args.seed,
+                    args.device,
+                )
+            )
+        )
         return {}
     repeats = args.repeats or (1 if args.short else 3)
     slow = args.slow_repeats or (1 if args.short else 2)
@@ -699,10 +900,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(msg, flush=True)
 
     results: dict[str, Any] = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "size": size, "threads": args.threads, "rtol": args.rtol, "device": args.device,
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-        "skipped_anchors": skipped, "versions": _versions(anchors), "models": {},
+        "command": " ".join(
+            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "size": size,
+        "threads": args.threads,
+        "rtol": args.rtol,
+        "device": args.device,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "skipped_anchors": skipped,
+        "versions": _versions(anchors),
+        "models": {},
     }
     for model in [m for m in args.models.split(",") if m]:
         net, x, y = build(model, size, batch, args.seed, args.device)
@@ -710,28 +920,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log(f"== {model}: {n_params:,} parameters, batch {batch}, device {args.device}")
         ref = reference_top(net, x, y, 10, args.seed)
         log(f"  float64 reference top-10: {np.array2string(ref['LA'][:3], precision=6)} ...")
-        s = Setup(net, x, y, args.rtol, probes, steps, args.seed, args.block_size, args.block_budget)
-        product = product_vs_gradient(s, max(repeats, 3)) if "product" in tasks else {"seconds": {"gradient": 1.0}, "ratio_product_to_gradient": float("nan")}
+        s = Setup(
+            net, x, y, args.rtol, probes, steps, args.seed, args.block_size, args.block_budget
+        )
+        product = (
+            product_vs_gradient(s, max(repeats, 3))
+            if "product" in tasks
+            else {"seconds": {"gradient": 1.0}, "ratio_product_to_gradient": float("nan")}
+        )
         log(f"  product / gradient: {product['ratio_product_to_gradient']:.2f}")
         res_tasks = run_tasks(s, tasks, tools, repeats, slow, log)
         agreement = {t: check_agreement(t, row, ref, args.rtol) for t, row in res_tasks.items()}
-        res = {"parameters": n_params, "batch": batch, "reference_top10": ref["LA"].tolist(),
-               "reference_top10_magnitude": ref["LM"].tolist(), "product": product,
-               "tasks": res_tasks, "agreement": agreement}
+        res = {
+            "parameters": n_params,
+            "batch": batch,
+            "reference_top10": ref["LA"].tolist(),
+            "reference_top10_magnitude": ref["LM"].tolist(),
+            "product": product,
+            "tasks": res_tasks,
+            "agreement": agreement,
+        }
         if memory and "top10" in tasks:
             hk_products = res_tasks.get("top10", {}).get("hessiankit", {}).get("products", 0)
-            res["memory"] = measure_memory(tools, model, size, batch, args.rtol, args.seed, args.device,
-                                           hk_products, log)
+            res["memory"] = measure_memory(
+                tools, model, size, batch, args.rtol, args.seed, args.device, hk_products, log
+            )
         res["targets"] = targets(res)
         results["models"][model] = res
     table = render(results)
     print(table)
     if args.short:  # CI: every tool that ran must agree (speed is not asserted)
-        bad = [f"{m}/{t}/{tool}: {v}" for m, res in results["models"].items()
-               for t, verdicts in res["agreement"].items() for tool, v in verdicts.items()
-               if v != "ok" and (tool.startswith("hessiankit") or not _same_numbers(res["tasks"][t][tool]))]
-        bad += [f"{m}/{t}/hessiankit: not converged" for m, res in results["models"].items()
-                for t, row in res["tasks"].items() if row.get("hessiankit", {}).get("converged") is False]
+        bad = [
+            f"{m}/{t}/{tool}: {v}"
+            for m, res in results["models"].items()
+            for t, verdicts in res["agreement"].items()
+            for tool, v in verdicts.items()
+            if v != "ok"
+            and (tool.startswith("hessiankit") or not _same_numbers(res["tasks"][t][tool]))
+        ]
+        bad += [
+            f"{m}/{t}/hessiankit: not converged"
+            for m, res in results["models"].items()
+            for t, row in res["tasks"].items()
+            if row.get("hessiankit", {}).get("converged") is False
+        ]
         if bad:
             raise AssertionError("benchmark tools disagree: " + "; ".join(bad))
         print("short benchmark: every tool that ran agrees with the float64 reference")
@@ -739,14 +971,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-        (out / "results.md").write_text(f"Command: `python analyses/{results['command']}`\n{table}\n")
+        (out / "results.md").write_text(
+            f"Command: `python analyses/{results['command']}`\n{table}\n"
+        )
     return results
 
 
 def _versions(anchors: list[str]) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    dists = {"pyhessian": "pyhessian", "curvlinops": "curvlinops-for-pytorch", "eigenthings": "hessian-eigenthings"}
+    dists = {
+        "pyhessian": "pyhessian",
+        "curvlinops": "curvlinops-for-pytorch",
+        "eigenthings": "hessian-eigenthings",
+    }
     out = {}
     for a in anchors:
         try:

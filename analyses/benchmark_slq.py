@@ -59,7 +59,9 @@ def main() -> None:
     x = (x - x.mean(0)) / (x.std(0) + 1e-3)
     y = torch.tensor(d.target)[:256]
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(64, 48), nn.Tanh(), nn.Linear(48, 48), nn.Tanh(), nn.Linear(48, 10))
+    net = nn.Sequential(
+        nn.Linear(64, 48), nn.Tanh(), nn.Linear(48, 48), nn.Tanh(), nn.Linear(48, 10)
+    )
     n = sum(p.numel() for p in net.parameters())
 
     def run_ours() -> tuple[list[np.ndarray], list[np.ndarray], int]:
@@ -90,16 +92,23 @@ def main() -> None:
     exact = (float(np.trace(H)) / n, float(np.sum(H * H)) / n)
     out = {
         "operator": f"loss Hessian, MLP 64-48-48-10 tanh, {n} parameters, 256 digits, float32",
-        "probes": PROBES, "steps": STEPS, "repeats": REPEATS,
-        "seconds": times, "speedup_vs_pyhessian": times["pyhessian"] / times["hessiankit"],
+        "probes": PROBES,
+        "steps": STEPS,
+        "repeats": REPEATS,
+        "seconds": times,
+        "speedup_vs_pyhessian": times["pyhessian"] / times["hessiankit"],
         "exact_moments": exact,
         "moments": {k: _moments(v[0], v[1]) for k, v in results.items()},
         "products": {k: v[2] for k, v in results.items()},
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"dimension {n}, {PROBES} probes x {STEPS} steps (best of {REPEATS}, {torch.get_num_threads()} thread(s))")
+    print(
+        f"dimension {n}, {PROBES} probes x {STEPS} steps (best of {REPEATS}, {torch.get_num_threads()} thread(s))"
+    )
     for k in ("hessiankit", "pyhessian"):
         m1, m2 = out["moments"][k]
         print(f"{k:10s} {times[k]:8.2f} s   trace/n {m1:.5g}   tr(H^2)/n {m2:.5g}")

@@ -53,7 +53,9 @@ def mlp(widths: list[int], act: type[nn.Module] | None, init: str, seed: int) ->
     return nn.Sequential(*layers).double()
 
 
-def dense(cap: hk.BlockCapture, b: int, wrt: str, kind: str = "gauss-newton", eta: float = 1.0) -> torch.Tensor:
+def dense(
+    cap: hk.BlockCapture, b: int, wrt: str, kind: str = "gauss-newton", eta: float = 1.0
+) -> torch.Tensor:
     return hk.LocalHessian(cap, b, wrt=wrt, kind=kind, eta=eta).to_dense()  # type: ignore[arg-type]
 
 
@@ -75,13 +77,31 @@ def claim1(x: torch.Tensor, y: torch.Tensor, seeds: int) -> list[dict]:
             for scaled in (False, True):
                 for seed in range(seeds):
                     torch.manual_seed(seed)
-                    norm1 = (nn.BatchNorm1d(16) if arch == "mlp" else nn.BatchNorm2d(4)) if bn else nn.Identity()
+                    norm1 = (
+                        (nn.BatchNorm1d(16) if arch == "mlp" else nn.BatchNorm2d(4))
+                        if bn
+                        else nn.Identity()
+                    )
                     if arch == "mlp":
-                        net = nn.Sequential(nn.Linear(x.shape[1], 16), norm1, nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 10))
+                        net = nn.Sequential(
+                            nn.Linear(x.shape[1], 16),
+                            norm1,
+                            nn.Tanh(),
+                            nn.Linear(16, 16),
+                            nn.ReLU(),
+                            nn.Linear(16, 10),
+                        )
                         xx = x
                     else:
-                        net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), norm1, nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-                                            nn.Flatten(), nn.Linear(4 * side * side, 10))
+                        net = nn.Sequential(
+                            nn.Conv2d(1, 4, 3, padding=1),
+                            norm1,
+                            nn.ReLU(),
+                            nn.Conv2d(4, 4, 3, padding=1),
+                            nn.ReLU(),
+                            nn.Flatten(),
+                            nn.Linear(4 * side * side, 10),
+                        )
                         xx = x.reshape(-1, 1, side, side)
                     net = net.double().train()
                     ref = copy.deepcopy(net)
@@ -97,14 +117,31 @@ def claim1(x: torch.Tensor, y: torch.Tensor, seeds: int) -> list[dict]:
                         for c in range(b.index + 1, nb + 1):
                             rate *= a_z[c - 1]
                         names = set(b.param_names)
-                        groups.append({"params": [p for n, p in ref.named_parameters() if n in names], "lr": rate})
+                        groups.append(
+                            {
+                                "params": [p for n, p in ref.named_parameters() if n in names],
+                                "lr": rate,
+                            }
+                        )
                     opt = torch.optim.SGD(groups, lr=eta)
                     opt.zero_grad()
                     nn.functional.cross_entropy(ref(xx), y).backward()
                     opt.step()
-                    diff = max(float((p - q).detach().abs().max()) for p, q in zip(net.parameters(), ref.parameters()))
+                    diff = max(
+                        float((p - q).detach().abs().max())
+                        for p, q in zip(net.parameters(), ref.parameters())
+                    )
                     scale = max(float(p.detach().abs().max()) for p in ref.parameters())
-                    rows.append({"arch": arch, "bn": bn, "step_sizes": scaled, "seed": seed, "max_abs_diff": diff, "max_abs_weight": scale})
+                    rows.append(
+                        {
+                            "arch": arch,
+                            "bn": bn,
+                            "step_sizes": scaled,
+                            "seed": seed,
+                            "max_abs_diff": diff,
+                            "max_abs_weight": scale,
+                        }
+                    )
     return rows
 
 
@@ -127,9 +164,18 @@ def claim2(x: torch.Tensor, y: torch.Tensor, seeds: int, width: int, depth: int)
                     gHg = float(G @ H @ G)
                     opt = 0.5 * float(G @ torch.linalg.pinv(H, hermitian=True, rtol=1e-10) @ G)
                     g2 = float(G @ G)
-                    rows.append({"centred": centred, "init": init, "seed": seed, "block": b, "kappa": kappa(H),
-                                 "lambda_max": float(torch.linalg.eigvalsh(H)[-1]),
-                                 "frac_unit_step": (g2 - 0.5 * gHg) / opt, "frac_best_step": g2 * g2 / (2 * gHg) / opt})
+                    rows.append(
+                        {
+                            "centred": centred,
+                            "init": init,
+                            "seed": seed,
+                            "block": b,
+                            "kappa": kappa(H),
+                            "lambda_max": float(torch.linalg.eigvalsh(H)[-1]),
+                            "frac_unit_step": (g2 - 0.5 * gHg) / opt,
+                            "frac_best_step": g2 * g2 / (2 * gHg) / opt,
+                        }
+                    )
     return rows
 
 
@@ -142,8 +188,18 @@ def claim3(x: torch.Tensor, y: torch.Tensor, seeds: int) -> list[dict]:
             G = dense(cap, b, wrt)
             for eta in (1.0, 0.1, 0.01, 0.001):
                 E = dense(cap, b, wrt, "exact", eta)
-                rows.append({"seed": seed, "block": b, "wrt": wrt, "linear_block": b == 3, "eta": eta,
-                             "rel_diff": float(torch.linalg.matrix_norm(E - G) / torch.linalg.matrix_norm(G))})
+                rows.append(
+                    {
+                        "seed": seed,
+                        "block": b,
+                        "wrt": wrt,
+                        "linear_block": b == 3,
+                        "eta": eta,
+                        "rel_diff": float(
+                            torch.linalg.matrix_norm(E - G) / torch.linalg.matrix_norm(G)
+                        ),
+                    }
+                )
     return rows
 
 
@@ -151,7 +207,7 @@ def claim4(x: torch.Tensor, seeds: int) -> list[dict]:
     rows = []
     xc = x - x.mean(0)
     U, S, Vh = torch.linalg.svd(xc, full_matrices=False)
-    keep = S > 1e-8 * S[0]
+    keep = 1e-8 * S[0] < S
     xw = U[:, keep] * math.sqrt(x.shape[0])  # whitened: Z^T Z / m = I on the range
     for name, z in (("raw", x), ("centred", xc), ("whitened", xw)):
         for seed in range(seeds):
@@ -160,8 +216,17 @@ def claim4(x: torch.Tensor, seeds: int) -> list[dict]:
             cap = hk.capture(net, z, dtype=torch.float64)
             Hm = dense(cap, 1, "weights")
             pred = lin.linear_weight_hessian(z, 8)
-            rows.append({"input": name, "seed": seed, "kappa_measured": kappa(Hm), "kappa_second_moment": kappa(lin.second_moment(z)),
-                         "rel_error": float(torch.linalg.matrix_norm(Hm - pred) / torch.linalg.matrix_norm(pred))})
+            rows.append(
+                {
+                    "input": name,
+                    "seed": seed,
+                    "kappa_measured": kappa(Hm),
+                    "kappa_second_moment": kappa(lin.second_moment(z)),
+                    "rel_error": float(
+                        torch.linalg.matrix_norm(Hm - pred) / torch.linalg.matrix_norm(pred)
+                    ),
+                }
+            )
     return rows
 
 
@@ -175,7 +240,14 @@ def claim5(seeds: int, widths: list[int]) -> list[dict]:
                 nn.init.orthogonal_(lay.weight)
                 cap = hk.capture(nn.Sequential(lay), torch.randn(2, n, dtype=torch.float64))
                 ev = torch.linalg.eigvalsh(dense(cap, 1, "input"))
-                rows.append({"n_in": n, "n_out": factor * n, "seed": seed, "max_abs_eig_minus_1": float((ev - 1).abs().max())})
+                rows.append(
+                    {
+                        "n_in": n,
+                        "n_out": factor * n,
+                        "seed": seed,
+                        "max_abs_eig_minus_1": float((ev - 1).abs().max()),
+                    }
+                )
     return rows
 
 
@@ -192,11 +264,21 @@ def claim7(x: torch.Tensor, seeds: int, width: int) -> list[dict]:
         H = dense(cap, 1, "input")
         active = nl.relu_active_units(lay.weight, lay.bias, z)
         for i in range(z.shape[0]):
-            blk = H[i * width:(i + 1) * width, i * width:(i + 1) * width]
+            blk = H[i * width : (i + 1) * width, i * width : (i + 1) * width]
             ev = torch.linalg.eigvalsh(blk)
             rank = int((ev > 1e-10 * max(float(ev[-1]), 1e-300)).sum())
-            rows.append({"seed": seed, "sample": i, "width": width, "rank": rank, "active": int(active[i]),
-                         "kappa_on_range": float(ev[ev > 1e-10].max() / ev[ev > 1e-10].min()) if rank else None})
+            rows.append(
+                {
+                    "seed": seed,
+                    "sample": i,
+                    "width": width,
+                    "rank": rank,
+                    "active": int(active[i]),
+                    "kappa_on_range": float(ev[ev > 1e-10].max() / ev[ev > 1e-10].min())
+                    if rank
+                    else None,
+                }
+            )
     return rows
 
 
@@ -214,18 +296,31 @@ def claim18(x: torch.Tensor, y: torch.Tensor, seeds: int, width: int, depth: int
                 g_in = cap.per_sample_grad(split.block(b - 1))
                 n_out = cap.block_output(split.block(b)).shape[1]
                 for i in range(x.shape[0]):
-                    Hi = H[i * n:(i + 1) * n, i * n:(i + 1) * n]
+                    Hi = H[i * n : (i + 1) * n, i * n : (i + 1) * n]
                     ev = torch.linalg.eigvalsh(Hi)
                     pos = ev[ev > 1e-10 * max(float(ev[-1]), 1e-300)]
                     ratio = float(g_in[i].pow(2).sum() / g_out[i].pow(2).sum())
-                    if pos.numel() == 0:  # every ReLU unit dead for this sample: H_z = 0, g_{b-1} = 0
+                    if (
+                        pos.numel() == 0
+                    ):  # every ReLU unit dead for this sample: H_z = 0, g_{b-1} = 0
                         pos = torch.zeros(1, dtype=ev.dtype)
                     full_row_rank = n_out <= n and int(pos.numel()) == n_out
-                    rows.append({"act": act_name, "seed": seed, "block": b, "sample": i, "ratio": ratio,
-                                 "lambda_max": float(ev[-1]), "lambda_min_nonzero": float(pos[0]) or None,
-                                 "lower_bound_applies": bool(full_row_rank),
-                                 "within_upper": ratio <= float(ev[-1]) * (1 + 1e-9),
-                                 "within_lower": (ratio >= float(pos[0]) * (1 - 1e-9)) if full_row_rank else None})
+                    rows.append(
+                        {
+                            "act": act_name,
+                            "seed": seed,
+                            "block": b,
+                            "sample": i,
+                            "ratio": ratio,
+                            "lambda_max": float(ev[-1]),
+                            "lambda_min_nonzero": float(pos[0]) or None,
+                            "lower_bound_applies": bool(full_row_rank),
+                            "within_upper": ratio <= float(ev[-1]) * (1 + 1e-9),
+                            "within_lower": (ratio >= float(pos[0]) * (1 - 1e-9))
+                            if full_row_rank
+                            else None,
+                        }
+                    )
     return rows
 
 
@@ -263,41 +358,74 @@ def summarise(res: dict) -> dict:
     c3 = res["claim3"]
     slopes = {}
     for wrt_key in ("tanh-weights", "tanh-input", "linear-weights"):
-        sel = [r for r in c3 if (r["linear_block"] if wrt_key == "linear-weights" else (not r["linear_block"] and r["wrt"] == wrt_key.split("-")[1]))]
+        sel = [
+            r
+            for r in c3
+            if (
+                r["linear_block"]
+                if wrt_key == "linear-weights"
+                else (not r["linear_block"] and r["wrt"] == wrt_key.split("-")[1])
+            )
+        ]
         d = np.array([r["rel_diff"] for r in sel])
         e = np.array([r["eta"] for r in sel])
         if wrt_key == "linear-weights":
             slopes[wrt_key] = {"max_rel_diff": float(d.max())}
         else:
-            slopes[wrt_key] = {"slope_loglog": float(np.polyfit(np.log10(e), np.log10(d), 1)[0]),
-                               "rel_diff_at_eta_1": mean_ci([r["rel_diff"] for r in sel if r["eta"] == 1.0]),
-                               "rel_diff_at_eta_0.01": mean_ci([r["rel_diff"] for r in sel if r["eta"] == 0.01])}
+            slopes[wrt_key] = {
+                "slope_loglog": float(np.polyfit(np.log10(e), np.log10(d), 1)[0]),
+                "rel_diff_at_eta_1": mean_ci([r["rel_diff"] for r in sel if r["eta"] == 1.0]),
+                "rel_diff_at_eta_0.01": mean_ci([r["rel_diff"] for r in sel if r["eta"] == 0.01]),
+            }
     c4 = {}
     for name in ("raw", "centred", "whitened"):
         sel = [r for r in res["claim4"] if r["input"] == name]
-        c4[name] = {"log10_kappa_measured": mean_ci([math.log10(r["kappa_measured"]) for r in sel]),
-                    "log10_kappa_second_moment": float(np.mean([math.log10(r["kappa_second_moment"]) for r in sel])),
-                    "max_rel_error": float(max(r["rel_error"] for r in sel))}
+        c4[name] = {
+            "log10_kappa_measured": mean_ci([math.log10(r["kappa_measured"]) for r in sel]),
+            "log10_kappa_second_moment": float(
+                np.mean([math.log10(r["kappa_second_moment"]) for r in sel])
+            ),
+            "max_rel_error": float(max(r["rel_error"] for r in sel)),
+        }
     c5 = float(max(r["max_abs_eig_minus_1"] for r in res["claim5"]))
     c7 = res["claim7"]
     c18 = res["claim18"]
     low = [r for r in c18 if r["lower_bound_applies"]]
     return {
-        "claim1": {"runs": len(c1), "max_abs_diff": float(max(r["max_abs_diff"] for r in c1)),
-                   "max_abs_weight": float(max(r["max_abs_weight"] for r in c1))},
-        "claim2": {"n_blocks": len(c2), "spearman_logkappa_vs_unsolved_best_step": float(rho.statistic),
-                   "p_value": float(rho.pvalue), "spearman_logkappa_vs_unsolved_unit_step": float(rho_unit.statistic),
-                   "frac_best_step_by_kappa_tercile": _terciles(c2, "frac_best_step"),
-                   "frac_unit_step_by_kappa_tercile": _terciles(c2, "frac_unit_step"),
-                   "bound_violations": int(sum(1 - r["frac_best_step"] > ((r["kappa"] - 1) / (r["kappa"] + 1)) ** 2 + 1e-9 for r in c2))},
+        "claim1": {
+            "runs": len(c1),
+            "max_abs_diff": float(max(r["max_abs_diff"] for r in c1)),
+            "max_abs_weight": float(max(r["max_abs_weight"] for r in c1)),
+        },
+        "claim2": {
+            "n_blocks": len(c2),
+            "spearman_logkappa_vs_unsolved_best_step": float(rho.statistic),
+            "p_value": float(rho.pvalue),
+            "spearman_logkappa_vs_unsolved_unit_step": float(rho_unit.statistic),
+            "frac_best_step_by_kappa_tercile": _terciles(c2, "frac_best_step"),
+            "frac_unit_step_by_kappa_tercile": _terciles(c2, "frac_unit_step"),
+            "bound_violations": int(
+                sum(
+                    1 - r["frac_best_step"] > ((r["kappa"] - 1) / (r["kappa"] + 1)) ** 2 + 1e-9
+                    for r in c2
+                )
+            ),
+        },
         "claim3": slopes,
         "claim4": c4,
         "claim5": {"max_abs_eig_minus_1": c5},
-        "claim7": {"samples": len(c7), "rank_equals_active": int(sum(r["rank"] == r["active"] for r in c7)),
-                   "mean_rank_fraction": mean_ci([r["rank"] / r["width"] for r in c7]),
-                   "max_kappa_on_range": float(max(r["kappa_on_range"] or 1 for r in c7))},
-        "claim18": {"pairs": len(c18), "within_upper": int(sum(r["within_upper"] for r in c18)),
-                    "lower_bound_pairs": len(low), "within_lower": int(sum(bool(r["within_lower"]) for r in low))},
+        "claim7": {
+            "samples": len(c7),
+            "rank_equals_active": int(sum(r["rank"] == r["active"] for r in c7)),
+            "mean_rank_fraction": mean_ci([r["rank"] / r["width"] for r in c7]),
+            "max_kappa_on_range": float(max(r["kappa_on_range"] or 1 for r in c7)),
+        },
+        "claim18": {
+            "pairs": len(c18),
+            "within_upper": int(sum(r["within_upper"] for r in c18)),
+            "lower_bound_pairs": len(low),
+            "within_lower": int(sum(bool(r["within_lower"]) for r in low)),
+        },
     }
 
 
@@ -318,16 +446,20 @@ def figures(res: dict, out) -> None:
     k = np.array([r["kappa"] for r in c2])
     axes[0].scatter(k, [r["frac_best_step"] for r in c2], s=8, label="best single step")
     kk = np.logspace(0, math.log10(k.max()) + 0.1, 100)
-    axes[0].plot(kk, 1 - ((kk - 1) / (kk + 1)) ** 2, "k--", lw=1, label="worst case 1-((k-1)/(k+1))^2")
+    axes[0].plot(
+        kk, 1 - ((kk - 1) / (kk + 1)) ** 2, "k--", lw=1, label="worst case 1-((k-1)/(k+1))^2"
+    )
     axes[0].set_xscale("log")
     axes[0].set_xlabel("kappa(H_W) of the block")
     axes[0].set_ylabel("fraction of the optimal reduction")
     axes[0].set_title("claim 2: one step vs exact matching", fontsize=9)
     axes[0].legend(fontsize=7)
     c3 = res["claim3"]
-    for lab, sel in (("tanh block, weights", [r for r in c3 if not r["linear_block"] and r["wrt"] == "weights"]),
-                     ("tanh block, input", [r for r in c3 if r["wrt"] == "input"]),
-                     ("linear block, weights", [r for r in c3 if r["linear_block"]])):
+    for lab, sel in (
+        ("tanh block, weights", [r for r in c3 if not r["linear_block"] and r["wrt"] == "weights"]),
+        ("tanh block, input", [r for r in c3 if r["wrt"] == "input"]),
+        ("linear block, weights", [r for r in c3 if r["linear_block"]]),
+    ):
         etas = sorted({r["eta"] for r in sel})
         med = [np.median([r["rel_diff"] for r in sel if r["eta"] == e]) + 1e-18 for e in etas]
         axes[1].plot(etas, med, "o-", label=lab)
@@ -341,7 +473,9 @@ def figures(res: dict, out) -> None:
     for i, act in enumerate(("tanh", "relu", "linear")):
         sel = [r for r in c18 if r["act"] == act]
         sel = [r for r in sel if r["ratio"] > 0]
-        axes[2].scatter([r["lambda_max"] for r in sel], [r["ratio"] for r in sel], s=6, color=f"C{i}", label=act)
+        axes[2].scatter(
+            [r["lambda_max"] for r in sel], [r["ratio"] for r in sel], s=6, color=f"C{i}", label=act
+        )
     pos = [r for r in c18 if r["ratio"] > 0]
     lim = [min(r["ratio"] for r in pos) * 0.8, max(r["lambda_max"] for r in pos) * 1.2]
     axes[2].plot(lim, lim, "k--", lw=1, label="ratio = lambda_max")

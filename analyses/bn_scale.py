@@ -64,7 +64,7 @@ def static_checks(x: torch.Tensor, seeds: int, n_out: int) -> dict[str, list]:
         Hww = Hw[:nw, :nw]
         nulls = []
         for i in range(n_out):
-            blk = Hww[i * n_in:(i + 1) * n_in, i * n_in:(i + 1) * n_in]
+            blk = Hww[i * n_in : (i + 1) * n_in, i * n_in : (i + 1) * n_in]
             w = W[i].detach()
             nulls.append(float((blk @ w).norm() / (torch.linalg.matrix_norm(blk, 2) * w.norm())))
         scale_err = []
@@ -74,35 +74,72 @@ def static_checks(x: torch.Tensor, seeds: int, n_out: int) -> dict[str, list]:
             scale_err.append(rel(a * a * H(net, x, "weights")[:nw, :nw], Hww))
             with torch.no_grad():
                 net[0].weight.div_(a)
-        c10.append({"seed": seed, "rel_error_closed_form": rel(pred, Hw), "max_null_ratio": max(nulls),
-                    "max_rel_error_scale_law": max(scale_err)})
+        c10.append(
+            {
+                "seed": seed,
+                "rel_error_closed_form": rel(pred, Hw),
+                "max_null_ratio": max(nulls),
+                "max_rel_error_scale_law": max(scale_err),
+            }
+        )
         plain = nn.Sequential(nn.Linear(n_in, n_out, bias=False)).double()
         P1 = H(plain, x, "weights", "eval")
         for c, shift in ((0.1, 0.0), (10.0, 0.0), (1.0, 3.0)):
             xs = c * x + shift
-            c11.append({"seed": seed, "scale": c, "shift": shift,
-                        "bn_rel_change": rel(H(net, xs, "weights")[:nw, :nw], Hww),
-                        "plain_trace_ratio": float(torch.trace(H(plain, xs, "weights", "eval")) / torch.trace(P1))})
+            c11.append(
+                {
+                    "seed": seed,
+                    "scale": c,
+                    "shift": shift,
+                    "bn_rel_change": rel(H(net, xs, "weights")[:nw, :nw], Hww),
+                    "plain_trace_ratio": float(
+                        torch.trace(H(plain, xs, "weights", "eval")) / torch.trace(P1)
+                    ),
+                }
+            )
         # input Hessian: approximation error vs m, invariance to the row norms of W, 1/s^2 law
         for m in (8, 16, 32, 64)[: 2 if x.shape[0] < 64 else 4]:
             if m > x.shape[0]:
                 continue
             xm = x[:m]
             Hz = H(net, xm, "input")
-            c12.append({"seed": seed, "m": m, "approx_rel_error": rel(bnf.bn_input_hessian_approx(W, g, xm), Hz),
-                        "sqrt_2_over_m": math.sqrt(2 / m), "exact_rel_error": rel(bnf.bn_input_hessian(W, g, xm), Hz)})
+            c12.append(
+                {
+                    "seed": seed,
+                    "m": m,
+                    "approx_rel_error": rel(bnf.bn_input_hessian_approx(W, g, xm), Hz),
+                    "sqrt_2_over_m": math.sqrt(2 / m),
+                    "exact_rel_error": rel(bnf.bn_input_hessian(W, g, xm), Hz),
+                }
+            )
         xm = x[:16]
         Hz = H(net, xm, "input")
         gen = torch.Generator().manual_seed(seed)
         rows = torch.exp(torch.randn(n_out, 1, generator=gen, dtype=torch.float64))
         with torch.no_grad():
             net[0].weight.mul_(rows)
-        c12.append({"seed": seed, "row_norm_rel_change": rel(H(net, xm, "input"), Hz),
-                    "input_scale_10_rel_error_of_1_over_s2": rel(100.0 * H(net, 10.0 * xm, "input"), H(net, xm, "input"))})
+        c12.append(
+            {
+                "seed": seed,
+                "row_norm_rel_change": rel(H(net, xm, "input"), Hz),
+                "input_scale_10_rel_error_of_1_over_s2": rel(
+                    100.0 * H(net, 10.0 * xm, "input"), H(net, xm, "input")
+                ),
+            }
+        )
     return {"claim10": c10, "claim11": c11, "claim12": c12}
 
 
-def train_run(x: torch.Tensor, y: torch.Tensor, seed: int, wd: float, steps: int, every: int, width: int, depth: int) -> list[dict]:
+def train_run(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seed: int,
+    wd: float,
+    steps: int,
+    every: int,
+    width: int,
+    depth: int,
+) -> list[dict]:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     dims = [x.shape[1]] + [width] * depth
@@ -118,11 +155,21 @@ def train_run(x: torch.Tensor, y: torch.Tensor, seed: int, wd: float, steps: int
     for step in range(steps + 1):
         if step % every == 0:
             cap = hk.capture(split, xm, ym, bn="train", dtype=torch.float64)
-            scales = block_scales(cap, method="trace", num_products=30, seed=seed, blocks=list(range(2, depth + 1)))
+            scales = block_scales(
+                cap, method="trace", num_products=30, seed=seed, blocks=list(range(2, depth + 1))
+            )
             for sc in scales:
                 lin_w = net[3 * (sc.index - 1)].weight.detach()
-                hist.append({"step": step, "block": sc.index, "m_w": sc.m_w, "m_w_se": sc.m_w_std_error,
-                             "weight_norm": float(lin_w.norm()), "loss": cap.loss})
+                hist.append(
+                    {
+                        "step": step,
+                        "block": sc.index,
+                        "m_w": sc.m_w,
+                        "m_w_se": sc.m_w_std_error,
+                        "weight_norm": float(lin_w.norm()),
+                        "loss": cap.loss,
+                    }
+                )
         if step == steps:
             break
         net.train()
@@ -140,7 +187,9 @@ def main() -> None:
     args = p.parse_args()
     out = setup(args, "bn_scale")
     started = time.time()
-    steps, every, width, depth, n = (6, 3, 8, 2, 64) if args.smoke else (args.steps, 25, 32, 4, 2048)
+    steps, every, width, depth, n = (
+        (6, 3, 8, 2, 64) if args.smoke else (args.steps, 25, 32, 4, 2048)
+    )
     x, y = load_images(args.data, n, 7, 0, flat=True)
     res: dict[str, object] = {"analysis": "bn_scale", "args": vars(args)}
     xs = x[: 32 if args.smoke else 64, ::4].double()  # 13 pixels: input Hessians stay m*13 square
@@ -149,7 +198,13 @@ def main() -> None:
     runs = []
     for wd in (0.0, 5e-4):
         for seed in range(args.seeds):
-            runs.append({"wd": wd, "seed": seed, "history": train_run(x, y, seed, wd, steps, every, width, depth)})
+            runs.append(
+                {
+                    "wd": wd,
+                    "seed": seed,
+                    "history": train_run(x, y, seed, wd, steps, every, width, depth),
+                }
+            )
         print(f"[bn_scale] training wd={wd} ({time.time() - started:.0f}s)", flush=True)
     res["claim14"] = runs
     res["summary"] = summarise(res)
@@ -160,19 +215,41 @@ def main() -> None:
 def summarise(res: dict) -> dict:
     c10, c11, c12 = res["claim10"], res["claim11"], res["claim12"]
     s: dict[str, object] = {
-        "claim10": {"max_rel_error_closed_form": max(r["rel_error_closed_form"] for r in c10),
-                    "max_null_ratio": max(r["max_null_ratio"] for r in c10),
-                    "max_rel_error_scale_law": max(r["max_rel_error_scale_law"] for r in c10)},
-        "claim11": {"bn_max_rel_change": max(r["bn_rel_change"] for r in c11),
-                    "plain_trace_ratio_scale_10": mean_ci([r["plain_trace_ratio"] for r in c11 if r["scale"] == 10.0]),
-                    "plain_trace_ratio_scale_0.1": mean_ci([r["plain_trace_ratio"] for r in c11 if r["scale"] == 0.1]),
-                    "plain_trace_ratio_shift_3": mean_ci([r["plain_trace_ratio"] for r in c11 if r["shift"] == 3.0])},
-        "claim12": {"approx_error_by_m": {str(m): {"rel_error": mean_ci([r["approx_rel_error"] for r in c12 if r.get("m") == m]),
-                                                   "sqrt_2_over_m": math.sqrt(2 / m)}
-                                          for m in sorted({r["m"] for r in c12 if "m" in r})},
-                    "max_exact_rel_error": max(r["exact_rel_error"] for r in c12 if "m" in r),
-                    "max_row_norm_rel_change": max(r["row_norm_rel_change"] for r in c12 if "row_norm_rel_change" in r),
-                    "max_rel_error_1_over_s2": max(r["input_scale_10_rel_error_of_1_over_s2"] for r in c12 if "row_norm_rel_change" in r)},
+        "claim10": {
+            "max_rel_error_closed_form": max(r["rel_error_closed_form"] for r in c10),
+            "max_null_ratio": max(r["max_null_ratio"] for r in c10),
+            "max_rel_error_scale_law": max(r["max_rel_error_scale_law"] for r in c10),
+        },
+        "claim11": {
+            "bn_max_rel_change": max(r["bn_rel_change"] for r in c11),
+            "plain_trace_ratio_scale_10": mean_ci(
+                [r["plain_trace_ratio"] for r in c11 if r["scale"] == 10.0]
+            ),
+            "plain_trace_ratio_scale_0.1": mean_ci(
+                [r["plain_trace_ratio"] for r in c11 if r["scale"] == 0.1]
+            ),
+            "plain_trace_ratio_shift_3": mean_ci(
+                [r["plain_trace_ratio"] for r in c11 if r["shift"] == 3.0]
+            ),
+        },
+        "claim12": {
+            "approx_error_by_m": {
+                str(m): {
+                    "rel_error": mean_ci([r["approx_rel_error"] for r in c12 if r.get("m") == m]),
+                    "sqrt_2_over_m": math.sqrt(2 / m),
+                }
+                for m in sorted({r["m"] for r in c12 if "m" in r})
+            },
+            "max_exact_rel_error": max(r["exact_rel_error"] for r in c12 if "m" in r),
+            "max_row_norm_rel_change": max(
+                r["row_norm_rel_change"] for r in c12 if "row_norm_rel_change" in r
+            ),
+            "max_rel_error_1_over_s2": max(
+                r["input_scale_10_rel_error_of_1_over_s2"]
+                for r in c12
+                if "row_norm_rel_change" in r
+            ),
+        },
     }
     c14 = {}
     for wd in (0.0, 5e-4):
@@ -189,8 +266,11 @@ def summarise(res: dict) -> dict:
                     slopes.append(float(np.polyfit(lw, lm, 1)[0]))
                 norm_ratio.append(e[-1]["weight_norm"] / e[0]["weight_norm"])
                 mw_ratio.append(e[-1]["m_w"] / e[0]["m_w"])
-        c14[str(wd)] = {"slope_log_mw_vs_log_norm": mean_ci(slopes), "final_over_initial_norm": mean_ci(norm_ratio),
-                        "final_over_initial_m_w": mean_ci(mw_ratio)}
+        c14[str(wd)] = {
+            "slope_log_mw_vs_log_norm": mean_ci(slopes),
+            "final_over_initial_norm": mean_ci(norm_ratio),
+            "final_over_initial_m_w": mean_ci(mw_ratio),
+        }
     s["claim14"] = c14
     return s
 
@@ -206,7 +286,15 @@ def figure(runs: list[dict], out) -> None:
                 steps = [r["step"] for r in e]
                 axes[0].plot(steps, [r["weight_norm"] for r in e], color=f"C{i}", alpha=0.4, lw=1)
                 axes[1].plot(steps, [r["m_w"] for r in e], color=f"C{i}", alpha=0.4, lw=1)
-                axes[2].loglog([r["weight_norm"] for r in e], [r["m_w"] for r in e], ".-", color=f"C{i}", alpha=0.4, lw=1, ms=3)
+                axes[2].loglog(
+                    [r["weight_norm"] for r in e],
+                    [r["m_w"] for r in e],
+                    ".-",
+                    color=f"C{i}",
+                    alpha=0.4,
+                    lw=1,
+                    ms=3,
+                )
         axes[0].plot([], [], color=f"C{i}", label=f"weight decay {wd:g}")
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("||W_b||_F")
@@ -222,7 +310,9 @@ def figure(runs: list[dict], out) -> None:
         axes[2].legend(fontsize=7)
     axes[2].set_xlabel("||W_b||_F")
     axes[2].set_ylabel("m_W")
-    fig.suptitle("claim 14: BN weight local Hessian against weight norm during training", fontsize=9)
+    fig.suptitle(
+        "claim 14: BN weight local Hessian against weight norm during training", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(out / "bn_scale.png", dpi=110)
     pyplot.close(fig)

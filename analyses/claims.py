@@ -62,11 +62,24 @@ def load(figs: Path, name: str) -> dict | None:
 
 
 def row(n: int, prediction: str, measured: str, verdict: str, why: str) -> dict:
-    return {"claim": n, "text": CLAIMS[n], "prediction": prediction, "measured": measured, "verdict": verdict, "why": why}
+    return {
+        "claim": n,
+        "text": CLAIMS[n],
+        "prediction": prediction,
+        "measured": measured,
+        "verdict": verdict,
+        "why": why,
+    }
 
 
 def missing(n: int, prediction: str, where: str) -> dict:
-    return row(n, prediction, f"not measured: run `python analyses/{where}.py`", "not run", "no results file")
+    return row(
+        n,
+        prediction,
+        f"not measured: run `python analyses/{where}.py`",
+        "not run",
+        "no results file",
+    )
 
 
 # ----------------------------------------------------------------------------- per claim
@@ -77,38 +90,81 @@ def claim1(figs: Path, b: dict | None = None) -> dict:
     if b is not None and "claim1" in b["summary"]:
         s = b["summary"]["claim1"]
         ok = s["max_abs_diff"] < 1e-12 * max(1.0, s["max_abs_weight"]) * 100
-        return row(1, pred, f"max |W_backmatching - W_SGD| = {s['max_abs_diff']:.1e} over {s['runs']} runs (MLP and CNN, with/without BN in "
-                   "train mode, unit and non-unit inner steps; hessiankit.optim.BackMatchingPropagation, Fashion-MNIST batch; also "
-                   "tests/optim/test_backmatching.py)", "holds" if ok else "fails",
-                   "the residual at the current point is -eta g_b, so each block's gradient step is exactly BP's" if ok
-                   else "the weights differ beyond round-off")
+        return row(
+            1,
+            pred,
+            f"max |W_backmatching - W_SGD| = {s['max_abs_diff']:.1e} over {s['runs']} runs (MLP and CNN, with/without BN in "
+            "train mode, unit and non-unit inner steps; hessiankit.optim.BackMatchingPropagation, Fashion-MNIST batch; also "
+            "tests/optim/test_backmatching.py)",
+            "holds" if ok else "fails",
+            "the residual at the current point is -eta g_b, so each block's gradient step is exactly BP's"
+            if ok
+            else "the weights differ beyond round-off",
+        )
     for p in sorted((figs / "optimizer").rglob("*.json")) if (figs / "optimizer").exists() else []:
         d = json.loads(p.read_text())
         for key in ("proposition1", "claim1", "equivalence"):
             if isinstance(d, dict) and key in d:
-                return row(1, pred, f"{json.dumps(d[key])[:200]} ({p.relative_to(figs)})", "see there", "measured by the optimizer helper")
-    return row(1, pred, "measured in analyses/scale_amended_sgd.py (and asserted to 1e-10 in tests/optim/test_backmatching.py)",
-               "see there", "measured by the optimizer helper")
+                return row(
+                    1,
+                    pred,
+                    f"{json.dumps(d[key])[:200]} ({p.relative_to(figs)})",
+                    "see there",
+                    "measured by the optimizer helper",
+                )
+    return row(
+        1,
+        pred,
+        "measured in analyses/scale_amended_sgd.py (and asserted to 1e-10 in tests/optim/test_backmatching.py)",
+        "see there",
+        "measured by the optimizer helper",
+    )
 
 
 def claim17(figs: Path) -> dict:
     pred = "amended SGD trains faster / reaches better test accuracy than tuned SGD"
     p = figs / "optimizer" / "results.json"
     if not p.exists():
-        return row(17, pred, "measured in analyses/scale_amended_sgd.py", "see there", "no figures/optimizer/results.json yet")
+        return row(
+            17,
+            pred,
+            "measured in analyses/scale_amended_sgd.py",
+            "see there",
+            "no figures/optimizer/results.json yet",
+        )
     d = json.loads(p.read_text())
     try:
         m, h = d["paired_difference"]["test_acc"]["mean_ci"]
     except (KeyError, TypeError, ValueError):
-        return row(17, pred, str(d.get("verdict", "see figures/optimizer"))[:300], "see there", "format not recognised")
+        return row(
+            17,
+            pred,
+            str(d.get("verdict", "see figures/optimizer"))[:300],
+            "see there",
+            "format not recognised",
+        )
     verdict = "holds" if m - h > 0 else "fails"
     cfg = d.get("config", {})
-    setting = f" ({cfg.get('seeds', '?')} paired seeds, {cfg.get('epochs', '?')} epochs, separate lr sweeps)" if cfg else ""
-    why = ("amended SGD is better with the CI above 0" if m - h > 0 else
-           "not reproduced: the difference's CI includes 0" + setting if m + h >= 0 else
-           "tuned SGD is better with the CI below 0")
-    return row(17, pred, f"test acc. difference (amended - SGD) {100 * m:+.2f} +- {100 * h:.2f} points "
-               f"(figures/optimizer; Fashion-MNIST, small VGG13-BN, CPU)", verdict, why)
+    setting = (
+        f" ({cfg.get('seeds', '?')} paired seeds, {cfg.get('epochs', '?')} epochs, separate lr sweeps)"
+        if cfg
+        else ""
+    )
+    why = (
+        "amended SGD is better with the CI above 0"
+        if m - h > 0
+        else "not reproduced: the difference's CI includes 0" + setting
+        if m + h >= 0
+        else "tuned SGD is better with the CI below 0"
+    )
+    return row(
+        17,
+        pred,
+        f"test acc. difference (amended - SGD) {100 * m:+.2f} +- {100 * h:.2f} points "
+        f"(figures/optimizer; Fashion-MNIST, small VGG13-BN, CPU)",
+        verdict,
+        why,
+    )
 
 
 def claim2(b: dict | None) -> dict:
@@ -118,26 +174,50 @@ def claim2(b: dict | None) -> dict:
     s = b["summary"]["claim2"]
     terc = s["frac_best_step_by_kappa_tercile"]
     unit = s["frac_unit_step_by_kappa_tercile"]
-    meas = (f"{s['n_blocks']} linear blocks; Spearman(log kappa, unsolved fraction, best step) = "
-            f"{s['spearman_logkappa_vs_unsolved_best_step']:.2f} (p={s['p_value']:.2g}); best-step fraction by kappa tercile "
-            + ", ".join(ci(t["frac_best_step"], "{:.2f}") for t in terc)
-            + "; unit step (BP): " + ", ".join(ci(t["frac_unit_step"], "{:.2f}") for t in unit)
-            + f"; worst-case bound violated {s['bound_violations']} times")
+    meas = (
+        f"{s['n_blocks']} linear blocks; Spearman(log kappa, unsolved fraction, best step) = "
+        f"{s['spearman_logkappa_vs_unsolved_best_step']:.2f} (p={s['p_value']:.2g}); best-step fraction by kappa tercile "
+        + ", ".join(ci(t["frac_best_step"], "{:.2f}") for t in terc)
+        + "; unit step (BP): "
+        + ", ".join(ci(t["frac_unit_step"], "{:.2f}") for t in unit)
+        + f"; worst-case bound violated {s['bound_violations']} times"
+    )
     rho, p = s["spearman_logkappa_vs_unsolved_best_step"], s["p_value"]
     mono = terc[0]["frac_best_step"]["mean"] >= terc[-1]["frac_best_step"]["mean"]
     first, last = terc[0]["frac_best_step"]["mean"], terc[-1]["frac_best_step"]["mean"]
     unit_bad = min(t["frac_unit_step"]["mean"] for t in unit) < 0
-    scale = (" A unit step (BP itself) even increases the matching loss in many blocks (fraction < 0): lambda_max(H_W) > 2, the scale defect."
-             if unit_bad else "")
+    scale = (
+        " A unit step (BP itself) even increases the matching loss in many blocks (fraction < 0): lambda_max(H_W) > 2, the scale defect."
+        if unit_bad
+        else ""
+    )
     if rho > 0.3 and p < 0.05 and mono and s["bound_violations"] == 0 and last < 0.5 * first:
-        return row(2, pred, meas, "holds", "one step leaves much more of the matching problem unsolved in ill-conditioned blocks; exact solution removes it all." + scale)
+        return row(
+            2,
+            pred,
+            meas,
+            "holds",
+            "one step leaves much more of the matching problem unsolved in ill-conditioned blocks; exact solution removes it all."
+            + scale,
+        )
     if rho > 0.3 and p < 0.05 and mono and s["bound_violations"] == 0:
-        return row(2, pred, meas, "holds partly",
-                   f"the direction is right (significant rank correlation, exact matching always wins) but the effect is small: the best single step "
-                   f"solves {100 * first:.0f}% -> {100 * last:.0f}% from the lowest to the highest kappa tercile, far above the worst-case bound, "
-                   "because the gradient does not load on the worst eigen-directions." + scale)
+        return row(
+            2,
+            pred,
+            meas,
+            "holds partly",
+            f"the direction is right (significant rank correlation, exact matching always wins) but the effect is small: the best single step "
+            f"solves {100 * first:.0f}% -> {100 * last:.0f}% from the lowest to the highest kappa tercile, far above the worst-case bound, "
+            "because the gradient does not load on the worst eigen-directions." + scale,
+        )
     if rho > 0 and s["bound_violations"] == 0:
-        return row(2, pred, meas, "holds partly", "the trend is there but weak: the gradient's direction, not only kappa, decides how much one step solves")
+        return row(
+            2,
+            pred,
+            meas,
+            "holds partly",
+            "the trend is there but weak: the gradient's direction, not only kappa, decides how much one step solves",
+        )
     return row(2, pred, meas, "fails", "no monotone link between kappa and the unsolved fraction")
 
 
@@ -147,13 +227,25 @@ def claim3(b: dict | None) -> dict:
         return missing(3, pred, "blocks")
     s = b["summary"]["claim3"]
     tw, ti, lw = s["tanh-weights"], s["tanh-input"], s["linear-weights"]
-    meas = (f"tanh block: log-log slope {tw['slope_loglog']:.3f} (weights), {ti['slope_loglog']:.3f} (input); rel. diff at eta=1 "
-            f"{ci(tw['rel_diff_at_eta_1'])} (weights), {ci(ti['rel_diff_at_eta_1'])} (input); linear block max {lw['max_rel_diff']:.1e}")
-    ok = abs(tw["slope_loglog"] - 1) < 0.05 and abs(ti["slope_loglog"] - 1) < 0.05 and lw["max_rel_diff"] < 1e-12
-    return row(3, pred, meas, "holds" if ok else "fails",
-               f"the residual term is exactly eta times a fixed matrix, so GN is the eta -> 0 local Hessian; at eta = 1 it is a "
-               f"{100 * min(tw['rel_diff_at_eta_1']['mean'], ti['rel_diff_at_eta_1']['mean']):.0f}-{100 * max(tw['rel_diff_at_eta_1']['mean'], ti['rel_diff_at_eta_1']['mean']):.0f}% correction" if ok
-               else "the difference is not linear in eta")
+    meas = (
+        f"tanh block: log-log slope {tw['slope_loglog']:.3f} (weights), {ti['slope_loglog']:.3f} (input); rel. diff at eta=1 "
+        f"{ci(tw['rel_diff_at_eta_1'])} (weights), {ci(ti['rel_diff_at_eta_1'])} (input); linear block max {lw['max_rel_diff']:.1e}"
+    )
+    ok = (
+        abs(tw["slope_loglog"] - 1) < 0.05
+        and abs(ti["slope_loglog"] - 1) < 0.05
+        and lw["max_rel_diff"] < 1e-12
+    )
+    return row(
+        3,
+        pred,
+        meas,
+        "holds" if ok else "fails",
+        f"the residual term is exactly eta times a fixed matrix, so GN is the eta -> 0 local Hessian; at eta = 1 it is a "
+        f"{100 * min(tw['rel_diff_at_eta_1']['mean'], ti['rel_diff_at_eta_1']['mean']):.0f}-{100 * max(tw['rel_diff_at_eta_1']['mean'], ti['rel_diff_at_eta_1']['mean']):.0f}% correction"
+        if ok
+        else "the difference is not linear in eta",
+    )
 
 
 def claim4(b: dict | None) -> dict:
@@ -161,13 +253,28 @@ def claim4(b: dict | None) -> dict:
     if b is None:
         return missing(4, pred, "blocks")
     s = b["summary"]["claim4"]
-    meas = "; ".join(f"{k}: log10 kappa {ci(v['log10_kappa_measured'], '{:.2f}')} (second moment {v['log10_kappa_second_moment']:.2f}, "
-                     f"max rel. error of I kron S {v['max_rel_error']:.0e})" for k, v in s.items()) + " (5 seeds of W give the same kappa: independent of W)"
-    ok = all(v["max_rel_error"] < 1e-8 for v in s.values()) and s["whitened"]["log10_kappa_measured"]["mean"] < 1e-6 \
+    meas = (
+        "; ".join(
+            f"{k}: log10 kappa {ci(v['log10_kappa_measured'], '{:.2f}')} (second moment {v['log10_kappa_second_moment']:.2f}, "
+            f"max rel. error of I kron S {v['max_rel_error']:.0e})"
+            for k, v in s.items()
+        )
+        + " (5 seeds of W give the same kappa: independent of W)"
+    )
+    ok = (
+        all(v["max_rel_error"] < 1e-8 for v in s.values())
+        and s["whitened"]["log10_kappa_measured"]["mean"] < 1e-6
         and s["raw"]["log10_kappa_measured"]["mean"] > s["centred"]["log10_kappa_measured"]["mean"]
-    return row(4, pred, meas, "holds" if ok else "fails",
-               "exact Kronecker form; the conditioning is the input's, not W's (uncentred Fashion-MNIST pixels: kappa ~1e4-1e5)" if ok
-               else "see measurement")
+    )
+    return row(
+        4,
+        pred,
+        meas,
+        "holds" if ok else "fails",
+        "exact Kronecker form; the conditioning is the input's, not W's (uncentred Fashion-MNIST pixels: kappa ~1e4-1e5)"
+        if ok
+        else "see measurement",
+    )
 
 
 def claim5(b: dict | None, d: dict | None) -> dict:
@@ -177,13 +284,27 @@ def claim5(b: dict | None, d: dict | None) -> dict:
     e = b["summary"]["claim5"]["max_abs_eig_minus_1"]
     extra = ""
     if d is not None:
-        sel = [s for s in d["summary"] if s["arch"] == "linear" and s["init"] == "orthogonal" and not s["residual"]
-               and not s["bn"] and s["state"] == "init"]
+        sel = [
+            s
+            for s in d["summary"]
+            if s["arch"] == "linear"
+            and s["init"] == "orthogonal"
+            and not s["residual"]
+            and not s["bn"]
+            and s["state"] == "init"
+        ]
         if sel:
             extra = f"; deep linear orthogonal MLPs at init: log10 kappa_z {max(s['log10_kappa_z']['mean'] for s in sel):.1e} (max over depths)"
     ok = e < 1e-10
-    return row(5, pred, f"max |eig - 1| = {e:.1e} over square and widening blocks{extra}", "holds" if ok else "fails",
-               "exact for orthonormal columns at init; a narrowing layer gives a projection instead (tests/analytic), and training moves W away (figures/depth, trained)" if ok else "")
+    return row(
+        5,
+        pred,
+        f"max |eig - 1| = {e:.1e} over square and widening blocks{extra}",
+        "holds" if ok else "fails",
+        "exact for orthonormal columns at init; a narrowing layer gives a projection instead (tests/analytic), and training moves W away (figures/depth, trained)"
+        if ok
+        else "",
+    )
 
 
 def claim6(sp: dict | None) -> dict:
@@ -196,7 +317,9 @@ def claim6(sp: dict | None) -> dict:
         rs = sorted([r for r in rows if r["ratio"] == lam], key=lambda r: r["n_out"])
         big = rs[-1]
         med = big["kappa"]["median"]
-        parts.append(f"l={lam}: median {med:.3g} [q10 {big['kappa']['q10']:.3g}, q90 {big['kappa']['q90']:.3g}] at n_out={big['n_out']} vs {big['prediction']:.3g}")
+        parts.append(
+            f"l={lam}: median {med:.3g} [q10 {big['kappa']['q10']:.3g}, q90 {big['kappa']['q90']:.3g}] at n_out={big['n_out']} vs {big['prediction']:.3g}"
+        )
         if lam < 1:
             ok_rect &= abs(med / big["prediction"] - 1) < 0.25
         else:
@@ -204,10 +327,18 @@ def claim6(sp: dict | None) -> dict:
             ks = np.log([r["kappa"]["median"] for r in rs])
             slope = float(np.polyfit(ns, ks, 1)[0]) if len(rs) > 1 else math.nan
             parts.append(f"square growth exponent {slope:.2f} (predicted 2)")
-            ok_sq &= 0.5 < med / big["prediction"] < 2 and (math.isnan(slope) or abs(slope - 2) < 0.5)
+            ok_sq &= 0.5 < med / big["prediction"] < 2 and (
+                math.isnan(slope) or abs(slope - 2) < 0.5
+            )
     meas = "; ".join(parts)
     if ok_rect and ok_sq:
-        return row(6, pred, meas, "holds", "rectangular layers approach the MP limit from below (finite-width edges), square ones grow like n^2 with heavy tails")
+        return row(
+            6,
+            pred,
+            meas,
+            "holds",
+            "rectangular layers approach the MP limit from below (finite-width edges), square ones grow like n^2 with heavy tails",
+        )
     if ok_rect or ok_sq:
         return row(6, pred, meas, "holds partly", "finite widths sit visibly below the limit law")
     return row(6, pred, meas, "fails", "measured kappas far from the law at these widths")
@@ -220,14 +351,27 @@ def claim7(b: dict | None, d: dict | None) -> dict:
     s = b["summary"]["claim7"]
     extra = ""
     if d is not None:
-        sel = [x for x in d["summary"] if x["arch"] == "relu" and not x["bn"] and not x["residual"] and x["state"] == "init"]
+        sel = [
+            x
+            for x in d["summary"]
+            if x["arch"] == "relu" and not x["bn"] and not x["residual"] and x["state"] == "init"
+        ]
         if sel:
             extra = f"; deep ReLU MLPs (plain, no BN): rank fraction of H_z {min(x['rank_fraction_z']['mean'] for x in sel):.2f}-{max(x['rank_fraction_z']['mean'] for x in sel):.2f}"
-    meas = (f"rank = active units in {s['rank_equals_active']}/{s['samples']} samples; rank fraction {ci(s['mean_rank_fraction'], '{:.2f}')}; "
-            f"max kappa on range {s['max_kappa_on_range']:.6f}{extra}")
+    meas = (
+        f"rank = active units in {s['rank_equals_active']}/{s['samples']} samples; rank fraction {ci(s['mean_rank_fraction'], '{:.2f}')}; "
+        f"max kappa on range {s['max_kappa_on_range']:.6f}{extra}"
+    )
     ok = s["rank_equals_active"] == s["samples"]
-    return row(7, pred, meas, "holds" if ok else "fails",
-               "D_i is a 0/1 projection, so the input Hessian keeps only the active directions" if ok else "rank differs from the active count")
+    return row(
+        7,
+        pred,
+        meas,
+        "holds" if ok else "fails",
+        "D_i is a 0/1 projection, so the input Hessian keeps only the active directions"
+        if ok
+        else "rank differs from the active count",
+    )
 
 
 def claim8(sp: dict | None, d: dict | None) -> dict:
@@ -243,37 +387,70 @@ def claim8(sp: dict | None, d: dict | None) -> dict:
             continue
         big = sel[-1]
         lo, hi = big["predicted_support"]
-        parts.append(f"{kind} (s={big['s']['median']:.2f}): [{big['lambda_min']['median']:.3g}, {big['lambda_max']['median']:.3g}] "
-                     f"vs [{lo:.3g}, {hi:.3g}], kappa {sel[0]['kappa_res']['median']:.3g}->{big['kappa_res']['median']:.3g} "
-                     f"(n {sel[0]['n']}->{big['n']}), plain {big['kappa_plain']['median']:.3g}")
+        parts.append(
+            f"{kind} (s={big['s']['median']:.2f}): [{big['lambda_min']['median']:.3g}, {big['lambda_max']['median']:.3g}] "
+            f"vs [{lo:.3g}, {hi:.3g}], kappa {sel[0]['kappa_res']['median']:.3g}->{big['kappa_res']['median']:.3g} "
+            f"(n {sel[0]['n']}->{big['n']}), plain {big['kappa_plain']['median']:.3g}"
+        )
         if kind in ("linear-0.25", "linear-0.5"):
-            lin_ok &= abs(big["lambda_max"]["median"] / hi - 1) < 0.1 and abs(big["lambda_min"]["median"] / lo - 1) < 0.3 \
+            lin_ok &= (
+                abs(big["lambda_max"]["median"] / hi - 1) < 0.1
+                and abs(big["lambda_min"]["median"] / lo - 1) < 0.3
                 and big["kappa_res"]["median"] / max(sel[0]["kappa_res"]["median"], 1e-300) < 2
+            )
     extra = ""
     if d is not None:
         by_depth: dict[int, list[float]] = {}
         for s in d["summary"]:
             if s["residual"] or s["state"] != "init":
                 continue
-            mate = [t for t in d["summary"] if t["residual"] and all(t[k] == s[k] for k in ("arch", "init", "bn", "depth", "state"))]
-            if mate and np.isfinite(mate[0]["log10_kappa_z"]["mean"]) and np.isfinite(s["log10_kappa_z"]["mean"]):
-                by_depth.setdefault(s["depth"], []).append(mate[0]["log10_kappa_z"]["mean"] - s["log10_kappa_z"]["mean"])
+            mate = [
+                t
+                for t in d["summary"]
+                if t["residual"]
+                and all(t[k] == s[k] for k in ("arch", "init", "bn", "depth", "state"))
+            ]
+            if (
+                mate
+                and np.isfinite(mate[0]["log10_kappa_z"]["mean"])
+                and np.isfinite(s["log10_kappa_z"]["mean"])
+            ):
+                by_depth.setdefault(s["depth"], []).append(
+                    mate[0]["log10_kappa_z"]["mean"] - s["log10_kappa_z"]["mean"]
+                )
         if by_depth:
-            extra = "; deep nets at init, residual minus plain log10 kappa_z (mean over arch x init x BN): " + ", ".join(
-                f"depth {k}: {np.mean(v):+.2f} (lower in {sum(x < 0 for x in v)}/{len(v)})" for k, v in sorted(by_depth.items()))
+            extra = (
+                "; deep nets at init, residual minus plain log10 kappa_z (mean over arch x init x BN): "
+                + ", ".join(
+                    f"depth {k}: {np.mean(v):+.2f} (lower in {sum(x < 0 for x in v)}/{len(v)})"
+                    for k, v in sorted(by_depth.items())
+                )
+            )
     meas = "; ".join(parts) + f" (widths {widths[0]}-{widths[-1]}){extra}"
     deep = ""
     if d is not None and extra:
         ks = sorted(by_depth)
         lo_d, hi_d = float(np.mean(by_depth[ks[0]])), float(np.mean(by_depth[ks[-1]]))
-        deep = (f" In the deep nets of figures/depth (branch scale ~1 at this init) skip blocks are worse than plain ones at depth {ks[0]} "
-                f"({lo_d:+.2f} in log10 kappa) and better only at depth {ks[-1]} ({hi_d:+.2f}): the growing residual stream shrinks the "
-                "branch's effective s." if lo_d > 0 > hi_d else "")
+        deep = (
+            f" In the deep nets of figures/depth (branch scale ~1 at this init) skip blocks are worse than plain ones at depth {ks[0]} "
+            f"({lo_d:+.2f} in log10 kappa) and better only at depth {ks[-1]} ({hi_d:+.2f}): the growing residual stream shrinks the "
+            "branch's effective s."
+            if lo_d > 0 > hi_d
+            else ""
+        )
     if lin_ok:
-        return row(8, pred, meas, "holds partly",
-                   "exact for Gaussian branches with s < 1 (support and width-independent kappa as predicted); fails as expected at s >= 1 "
-                   "(He-init ReLU branch, BN branch with gamma = 1), and real branches are not Ginibre (their edges miss the law)." + deep)
-    return row(8, pred, meas, "fails", "even Gaussian branches miss the limit support at these widths")
+        return row(
+            8,
+            pred,
+            meas,
+            "holds partly",
+            "exact for Gaussian branches with s < 1 (support and width-independent kappa as predicted); fails as expected at s >= 1 "
+            "(He-init ReLU branch, BN branch with gamma = 1), and real branches are not Ginibre (their edges miss the law)."
+            + deep,
+        )
+    return row(
+        8, pred, meas, "fails", "even Gaussian branches miss the limit support at these widths"
+    )
 
 
 def claim9(sp: dict | None) -> dict:
@@ -283,8 +460,13 @@ def claim9(sp: dict | None) -> dict:
     sel = [r for r in sp["residual"] if r["branch"] == "bn-zero-gamma"]
     e = max(r["max_abs_minus_1"]["median"] for r in sel) if sel else math.nan
     ok = e < 1e-10
-    return row(9, pred, f"max |eig - 1| = {e:.1e} (Linear-BN-ReLU-Linear-BN branch, last gamma 0, train mode)", "holds" if ok else "fails",
-               "the branch Jacobian is 0, so the block is the identity" if ok else "")
+    return row(
+        9,
+        pred,
+        f"max |eig - 1| = {e:.1e} (Linear-BN-ReLU-Linear-BN branch, last gamma 0, train mode)",
+        "holds" if ok else "fails",
+        "the branch Jacobian is 0, so the block is the identity" if ok else "",
+    )
 
 
 def claim10(bn: dict | None) -> dict:
@@ -293,9 +475,16 @@ def claim10(bn: dict | None) -> dict:
         return missing(10, pred, "bn_scale")
     s = bn["summary"]["claim10"]
     ok = max(s.values()) < 1e-8
-    return row(10, pred, f"closed form vs operator max rel. error {s['max_rel_error_closed_form']:.1e}; ||Hw||/(||H|| ||w||) <= "
-               f"{s['max_null_ratio']:.1e}; scale law max rel. error {s['max_rel_error_scale_law']:.1e}",
-               "holds" if ok else "fails", "exact in train mode with eps -> 0 (eps = 1e-5 at input variance 1e-4 misses by 35%, eval mode has no null direction: tests/analytic)" if ok else "")
+    return row(
+        10,
+        pred,
+        f"closed form vs operator max rel. error {s['max_rel_error_closed_form']:.1e}; ||Hw||/(||H|| ||w||) <= "
+        f"{s['max_null_ratio']:.1e}; scale law max rel. error {s['max_rel_error_scale_law']:.1e}",
+        "holds" if ok else "fails",
+        "exact in train mode with eps -> 0 (eps = 1e-5 at input variance 1e-4 misses by 35%, eval mode has no null direction: tests/analytic)"
+        if ok
+        else "",
+    )
 
 
 def claim11(bn: dict | None) -> dict:
@@ -303,10 +492,20 @@ def claim11(bn: dict | None) -> dict:
     if bn is None:
         return missing(11, pred, "bn_scale")
     s = bn["summary"]["claim11"]
-    ok = s["bn_max_rel_change"] < 1e-8 and abs(s["plain_trace_ratio_scale_10"]["mean"] / 100 - 1) < 1e-8
-    return row(11, pred, f"BN max rel. change {s['bn_max_rel_change']:.1e}; plain trace ratio x{s['plain_trace_ratio_scale_10']['mean']:.4g} "
-               f"(scale 10), x{s['plain_trace_ratio_scale_0.1']['mean']:.3g} (scale 0.1), {ci(s['plain_trace_ratio_shift_3'])} (shift 3)",
-               "holds" if ok else "fails", "centring and normalising remove the input's scale and mean from the Jacobian" if ok else "")
+    ok = (
+        s["bn_max_rel_change"] < 1e-8
+        and abs(s["plain_trace_ratio_scale_10"]["mean"] / 100 - 1) < 1e-8
+    )
+    return row(
+        11,
+        pred,
+        f"BN max rel. change {s['bn_max_rel_change']:.1e}; plain trace ratio x{s['plain_trace_ratio_scale_10']['mean']:.4g} "
+        f"(scale 10), x{s['plain_trace_ratio_scale_0.1']['mean']:.3g} (scale 0.1), {ci(s['plain_trace_ratio_shift_3'])} (shift 3)",
+        "holds" if ok else "fails",
+        "centring and normalising remove the input's scale and mean from the Jacobian"
+        if ok
+        else "",
+    )
 
 
 def claim12(bn: dict | None) -> dict:
@@ -315,14 +514,36 @@ def claim12(bn: dict | None) -> dict:
         return missing(12, pred, "bn_scale")
     s = bn["summary"]["claim12"]
     by_m = s["approx_error_by_m"]
-    parts = [f"m={m}: {ci(v['rel_error'], '{:.3f}')} vs {v['sqrt_2_over_m']:.3f}" for m, v in by_m.items()]
+    parts = [
+        f"m={m}: {ci(v['rel_error'], '{:.3f}')} vs {v['sqrt_2_over_m']:.3f}"
+        for m, v in by_m.items()
+    ]
     close = all(abs(v["rel_error"]["mean"] / v["sqrt_2_over_m"] - 1) < 0.25 for v in by_m.values())
-    exact = s["max_exact_rel_error"] < 1e-8 and s["max_row_norm_rel_change"] < 1e-8 and s["max_rel_error_1_over_s2"] < 1e-8
-    meas = ("; ".join(parts) + f"; exact form max rel. error {s['max_exact_rel_error']:.1e}; row-norm change {s['max_row_norm_rel_change']:.1e}; "
-            f"1/s^2 law {s['max_rel_error_1_over_s2']:.1e}")
+    exact = (
+        s["max_exact_rel_error"] < 1e-8
+        and s["max_row_norm_rel_change"] < 1e-8
+        and s["max_rel_error_1_over_s2"] < 1e-8
+    )
+    meas = (
+        "; ".join(parts)
+        + f"; exact form max rel. error {s['max_exact_rel_error']:.1e}; row-norm change {s['max_row_norm_rel_change']:.1e}; "
+        f"1/s^2 law {s['max_rel_error_1_over_s2']:.1e}"
+    )
     if close and exact:
-        return row(12, pred, meas, "holds", "the dropped projections have rank 2 per unit, hence the sqrt(2/m) error; the exact form matches to round-off")
-    return row(12, pred, meas, "holds partly" if exact else "fails", "the approximation error departs from sqrt(2/m)")
+        return row(
+            12,
+            pred,
+            meas,
+            "holds",
+            "the dropped projections have rank 2 per unit, hence the sqrt(2/m) error; the exact form matches to round-off",
+        )
+    return row(
+        12,
+        pred,
+        meas,
+        "holds partly" if exact else "fails",
+        "the approximation error departs from sqrt(2/m)",
+    )
 
 
 def _bn_effect(d: dict, state: str, key: str) -> tuple[list[float], list[tuple]]:
@@ -330,7 +551,11 @@ def _bn_effect(d: dict, state: str, key: str) -> tuple[list[float], list[tuple]]
     for s in d["summary"]:
         if s["bn"] or s["state"] != state:
             continue
-        mate = [t for t in d["summary"] if t["bn"] and all(t[k] == s[k] for k in ("arch", "init", "residual", "depth", "state"))]
+        mate = [
+            t
+            for t in d["summary"]
+            if t["bn"] and all(t[k] == s[k] for k in ("arch", "init", "residual", "depth", "state"))
+        ]
         if mate and np.isfinite(mate[0][key]["mean"]) and np.isfinite(s[key]["mean"]):
             diffs.append(mate[0][key]["mean"] - s[key]["mean"])
             labels.append((s["arch"], s["init"], s["residual"], s["depth"]))
@@ -351,20 +576,45 @@ def claim13(d: dict | None) -> dict:
                 continue
             c = mean_ci(diffs)
             frac = sum(x < 0 for x in diffs) / len(diffs)
-            parts.append(f"{state}, {lab}: BN - noBN log10 kappa {ci(c, '{:+.2f}')} (over {len(diffs)} arch x init x skip x depth cells), lower in {100 * frac:.0f}%")
+            parts.append(
+                f"{state}, {lab}: BN - noBN log10 kappa {ci(c, '{:+.2f}')} (over {len(diffs)} arch x init x skip x depth cells), lower in {100 * frac:.0f}%"
+            )
             verdicts.append((c["hi"] < 0, c["lo"] > 0, frac))
     meas = "; ".join(parts)
     if not verdicts:
         return row(13, pred, "no matched configurations", "not run", "")
     if verdicts and verdicts[0][0] and not all(v[0] for v in verdicts):
-        return row(13, pred, meas, "holds partly",
-                   "BN clearly lowers kappa of the weight local Hessian (CI below 0 at init and after training), but not reliably that of "
-                   "the input local Hessian (lower in only about half of the cells): at Gaussian init the row norms are already even (digest 4.6 caveat)")
+        return row(
+            13,
+            pred,
+            meas,
+            "holds partly",
+            "BN clearly lowers kappa of the weight local Hessian (CI below 0 at init and after training), but not reliably that of "
+            "the input local Hessian (lower in only about half of the cells): at Gaussian init the row norms are already even (digest 4.6 caveat)",
+        )
     if all(v[0] for v in verdicts):
-        return row(13, pred, meas, "holds", "BN lowers kappa of both local Hessians at init and after training")
+        return row(
+            13,
+            pred,
+            meas,
+            "holds",
+            "BN lowers kappa of both local Hessians at init and after training",
+        )
     if any(v[0] for v in verdicts):
-        return row(13, pred, meas, "holds partly", "BN lowers kappa for some Hessians/states but not all (see figures/depth)")
-    return row(13, pred, meas, "fails", "BN does not lower the local Hessians' kappa in these nets (mean over cells)")
+        return row(
+            13,
+            pred,
+            meas,
+            "holds partly",
+            "BN lowers kappa for some Hessians/states but not all (see figures/depth)",
+        )
+    return row(
+        13,
+        pred,
+        meas,
+        "fails",
+        "BN does not lower the local Hessians' kappa in these nets (mean over cells)",
+    )
 
 
 def claim14(bn: dict | None) -> dict:
@@ -374,18 +624,31 @@ def claim14(bn: dict | None) -> dict:
     s = bn["summary"]["claim14"]
     nw = s["0.0"]
     wd = s["0.0005"]
-    meas = (f"no wd: ||W|| x{ci(nw['final_over_initial_norm'], '{:.3f}')}, m_W x{ci(nw['final_over_initial_m_w'], '{:.3f}')}, "
-            f"slope of log m_W vs log ||W|| {ci(nw['slope_log_mw_vs_log_norm'], '{:.2f}')}; wd 5e-4: ||W|| x{ci(wd['final_over_initial_norm'], '{:.3f}')}, "
-            f"m_W x{ci(wd['final_over_initial_m_w'], '{:.3f}')}")
+    meas = (
+        f"no wd: ||W|| x{ci(nw['final_over_initial_norm'], '{:.3f}')}, m_W x{ci(nw['final_over_initial_m_w'], '{:.3f}')}, "
+        f"slope of log m_W vs log ||W|| {ci(nw['slope_log_mw_vs_log_norm'], '{:.2f}')}; wd 5e-4: ||W|| x{ci(wd['final_over_initial_norm'], '{:.3f}')}, "
+        f"m_W x{ci(wd['final_over_initial_m_w'], '{:.3f}')}"
+    )
     grows = nw["final_over_initial_norm"]["lo"] > 1
     shrinks = nw["final_over_initial_m_w"]["hi"] < 1
     slope = nw["slope_log_mw_vs_log_norm"]["mean"]
     if grows and shrinks and abs(slope + 2) < 0.5:
-        return row(14, pred, meas, "holds", "the norm grows (SGD steps are orthogonal to w) and H_W carries 1/||w||^2")
+        return row(
+            14,
+            pred,
+            meas,
+            "holds",
+            "the norm grows (SGD steps are orthogonal to w) and H_W carries 1/||w||^2",
+        )
     if grows and shrinks:
-        return row(14, pred, meas, "holds",
-                   f"norms grow (weight decay 5e-4 only slows it) and m_W falls; m_W falls faster than ||W||^-2 (slope {slope:.1f}): "
-                   "the 1/||w||^2 law is exact at fixed input (claim 10), but the block inputs' covariance also changes early in training")
+        return row(
+            14,
+            pred,
+            meas,
+            "holds",
+            f"norms grow (weight decay 5e-4 only slows it) and m_W falls; m_W falls faster than ||W||^-2 (slope {slope:.1f}): "
+            "the 1/||w||^2 law is exact at fixed input (claim 10), but the block inputs' covariance also changes early in training",
+        )
     return row(14, pred, meas, "fails", "the norm does not grow / m_W does not fall in this run")
 
 
@@ -396,17 +659,30 @@ def claim15(sc: dict | None) -> dict:
     s = sc["summary"]
     parts, big = [], []
     for k, v in s.items():
-        parts.append(f"{k}: log10 max/min m_W {ci(v['log10_spread_m_w'], '{:.2f}')}, m_z {ci(v['log10_spread_m_z'], '{:.2f}')}, "
-                     f"amended rate {ci(v['log10_spread_amendment'], '{:.2f}')}")
+        parts.append(
+            f"{k}: log10 max/min m_W {ci(v['log10_spread_m_w'], '{:.2f}')}, m_z {ci(v['log10_spread_m_z'], '{:.2f}')}, "
+            f"amended rate {ci(v['log10_spread_amendment'], '{:.2f}')}"
+        )
         big.append(v["log10_spread_amendment"]["mean"])
     small = [k for k, v in s.items() if not (v["log10_spread_amendment"]["mean"] or 0) >= 1]
     big = [x for x in big if x is not None and np.isfinite(x)]
     if big and min(big) >= 1:
-        return row(15, pred, "; ".join(parts), "holds", "the amended block rates differ by at least 10x in every net and state")
+        return row(
+            15,
+            pred,
+            "; ".join(parts),
+            "holds",
+            "the amended block rates differ by at least 10x in every net and state",
+        )
     if big and max(big) >= 1:
-        return row(15, pred, "; ".join(parts), "holds partly",
-                   f"the amended rates spread by 10x to {10 ** max(big):.0f}x across blocks, except in {', '.join(small)} "
-                   "(within 10x); the spread grows with training in the MLPs")
+        return row(
+            15,
+            pred,
+            "; ".join(parts),
+            "holds partly",
+            f"the amended rates spread by 10x to {10 ** max(big):.0f}x across blocks, except in {', '.join(small)} "
+            "(within 10x); the spread grows with training in the MLPs",
+        )
     return row(15, pred, "; ".join(parts), "fails", "the scalars stay within 10x across blocks")
 
 
@@ -420,22 +696,57 @@ def claim16(sc: dict | None) -> dict:
         for key in ("closed_over_trace_m_w", "closed_over_trace_m_z"):
             r = v[key]
             if r["n"]:
-                parts.append(f"{k} {key[-3:]}: median {r['median']:.2f} [{r['min']:.2f}, {r['max']:.2f}]")
+                parts.append(
+                    f"{k} {key[-3:]}: median {r['median']:.2f} [{r['min']:.2f}, {r['max']:.2f}]"
+                )
                 errs.append(abs(math.log(r["median"])))
     meas = "; ".join(parts)
-    good = sorted({k.split("/")[0] + "/" + k.split("/")[-1] for k, v in s.items()
-                   if all(v[q]["n"] and abs(math.log(v[q]["median"])) < math.log(1.1) for q in ("closed_over_trace_m_w", "closed_over_trace_m_z"))})
-    bad = sorted({k for k, v in s.items()
-                  if any(v[q]["n"] and abs(math.log(v[q]["median"])) >= math.log(1.5) for q in ("closed_over_trace_m_w", "closed_over_trace_m_z"))})
+    good = sorted(
+        {
+            k.split("/")[0] + "/" + k.split("/")[-1]
+            for k, v in s.items()
+            if all(
+                v[q]["n"] and abs(math.log(v[q]["median"])) < math.log(1.1)
+                for q in ("closed_over_trace_m_w", "closed_over_trace_m_z")
+            )
+        }
+    )
+    bad = sorted(
+        {
+            k
+            for k, v in s.items()
+            if any(
+                v[q]["n"] and abs(math.log(v[q]["median"])) >= math.log(1.5)
+                for q in ("closed_over_trace_m_w", "closed_over_trace_m_z")
+            )
+        }
+    )
     if errs and max(errs) >= math.log(1.5):
-        return row(16, pred, meas, "fails",
-                   f"within 10% (median) for {', '.join(good) or 'no net'}, but off by more than 50% for {', '.join(bad)}: the BN closed forms "
-                   "assume isotropic block inputs and the ReLU gain a unit-independent active fraction, which training breaks; use method='trace'")
+        return row(
+            16,
+            pred,
+            meas,
+            "fails",
+            f"within 10% (median) for {', '.join(good) or 'no net'}, but off by more than 50% for {', '.join(bad)}: the BN closed forms "
+            "assume isotropic block inputs and the ReLU gain a unit-independent active fraction, which training breaks; use method='trace'",
+        )
     if errs and max(errs) < math.log(1.1):
         return row(16, pred, meas, "holds", "medians within 10% of the measured mean eigenvalue")
     if errs and max(errs) < math.log(1.5):
-        return row(16, pred, meas, "holds partly", "right order and trend, but per-block errors of tens of percent (isotropic-input and activation-gain approximations)")
-    return row(16, pred, meas, "fails", "closed forms miss the measured mean eigenvalue by more than 50% in some nets")
+        return row(
+            16,
+            pred,
+            meas,
+            "holds partly",
+            "right order and trend, but per-block errors of tens of percent (isotropic-input and activation-gain approximations)",
+        )
+    return row(
+        16,
+        pred,
+        meas,
+        "fails",
+        "closed forms miss the measured mean eigenvalue by more than 50% in some nets",
+    )
 
 
 def claim18(b: dict | None) -> dict:
@@ -444,9 +755,14 @@ def claim18(b: dict | None) -> dict:
         return missing(18, pred, "blocks")
     s = b["summary"]["claim18"]
     ok = s["within_upper"] == s["pairs"] and s["within_lower"] == s["lower_bound_pairs"]
-    return row(18, pred, f"upper bound holds for {s['within_upper']}/{s['pairs']} (sample, block) pairs; lower bound for "
-               f"{s['within_lower']}/{s['lower_bound_pairs']} full-row-rank pairs (tanh/linear/ReLU MLPs)",
-               "holds" if ok else "fails", "g_{b-1} = J^T g_b, a Rayleigh quotient of J J^T" if ok else "a bound is violated")
+    return row(
+        18,
+        pred,
+        f"upper bound holds for {s['within_upper']}/{s['pairs']} (sample, block) pairs; lower bound for "
+        f"{s['within_lower']}/{s['lower_bound_pairs']} full-row-rank pairs (tanh/linear/ReLU MLPs)",
+        "holds" if ok else "fails",
+        "g_{b-1} = J^T g_b, a Rayleigh quotient of J J^T" if ok else "a bound is violated",
+    )
 
 
 # ----------------------------------------------------------------------------- main
@@ -454,7 +770,12 @@ def claim18(b: dict | None) -> dict:
 
 def run_all(args: argparse.Namespace) -> None:
     for name in ANALYSES:
-        cmd = [sys.executable, str(ROOT / "analyses" / f"{name}.py"), "--out", str(args.figures / name)]
+        cmd = [
+            sys.executable,
+            str(ROOT / "analyses" / f"{name}.py"),
+            "--out",
+            str(args.figures / name),
+        ]
         cmd += ["--smoke"] if args.smoke else ["--seeds", str(args.seeds)]
         print("[claims] " + " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True)
@@ -463,8 +784,26 @@ def run_all(args: argparse.Namespace) -> None:
 def build(figs: Path) -> list[dict]:
     d, sp, b = load(figs, "depth"), load(figs, "spectra"), load(figs, "blocks")
     bn, sc = load(figs, "bn_scale"), load(figs, "scales")
-    return [claim1(figs, b), claim2(b), claim3(b), claim4(b), claim5(b, d), claim6(sp), claim7(b, d), claim8(sp, d), claim9(sp),
-            claim10(bn), claim11(bn), claim12(bn), claim13(d), claim14(bn), claim15(sc), claim16(sc), claim17(figs), claim18(b)]
+    return [
+        claim1(figs, b),
+        claim2(b),
+        claim3(b),
+        claim4(b),
+        claim5(b, d),
+        claim6(sp),
+        claim7(b, d),
+        claim8(sp, d),
+        claim9(sp),
+        claim10(bn),
+        claim11(bn),
+        claim12(bn),
+        claim13(d),
+        claim14(bn),
+        claim15(sc),
+        claim16(sc),
+        claim17(figs),
+        claim18(b),
+    ]
 
 
 def markdown(rows: list[dict], figs: Path) -> str:
@@ -473,24 +812,38 @@ def markdown(rows: list[dict], figs: Path) -> str:
         d = load(figs, name)
         if d:
             seeds[name] = (d["args"].get("seeds"), d["args"].get("smoke"))
-    head = ["# The paper's claims, checked", "",
-            "Zhang, Chen, Liu (NeurIPS 2018), claims as numbered in the digest (`shared/paper.md`, section 7). "
-            "Generated by `python analyses/claims.py` from `figures/<analysis>/results.json`; "
-            "intervals are 95% t-intervals of the mean over seeds unless marked as medians/quantiles. "
-            "Runs: " + ", ".join(f"{k} ({'smoke' if v[1] else f'{v[0]} seeds'})" for k, v in seeds.items()) + ".", "",
-            "| # | claim | prediction | measured | verdict | why |", "|---|---|---|---|---|---|"]
+    head = [
+        "# The paper's claims, checked",
+        "",
+        "Zhang, Chen, Liu (NeurIPS 2018), claims as numbered in the digest (`shared/paper.md`, section 7). "
+        "Generated by `python analyses/claims.py` from `figures/<analysis>/results.json`; "
+        "intervals are 95% t-intervals of the mean over seeds unless marked as medians/quantiles. "
+        "Runs: "
+        + ", ".join(f"{k} ({'smoke' if v[1] else f'{v[0]} seeds'})" for k, v in seeds.items())
+        + ".",
+        "",
+        "| # | claim | prediction | measured | verdict | why |",
+        "|---|---|---|---|---|---|",
+    ]
 
     def esc(s: str) -> str:
         return str(s).replace("|", "\\|").replace("\n", " ")
 
     for r in rows:
-        head.append(f"| {r['claim']} | {esc(r['text'])} | {esc(r['prediction'])} | {esc(r['measured'])} | **{r['verdict']}** | {esc(r['why'])} |")
+        head.append(
+            f"| {r['claim']} | {esc(r['text'])} | {esc(r['prediction'])} | {esc(r['measured'])} | **{r['verdict']}** | {esc(r['why'])} |"
+        )
     counts = {}
     for r in rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    head += ["", "Verdicts: " + ", ".join(f"{v}: {n}" for v, n in sorted(counts.items())) + ".", "",
-             "Figures: `figures/depth/kappa_vs_depth_{init,trained}.png`, `figures/spectra/{mp_overlay,kappa_vs_width,residual_overlay,"
-             "residual_kappa_vs_width}.png`, `figures/blocks/blocks.png`, `figures/bn_scale/bn_scale.png`, `figures/scales/scales.png`.", ""]
+    head += [
+        "",
+        "Verdicts: " + ", ".join(f"{v}: {n}" for v, n in sorted(counts.items())) + ".",
+        "",
+        "Figures: `figures/depth/kappa_vs_depth_{init,trained}.png`, `figures/spectra/{mp_overlay,kappa_vs_width,residual_overlay,"
+        "residual_kappa_vs_width}.png`, `figures/blocks/blocks.png`, `figures/bn_scale/bn_scale.png`, `figures/scales/scales.png`.",
+        "",
+    ]
     return "\n".join(head)
 
 
@@ -499,8 +852,12 @@ def main() -> None:
     p.add_argument("--run", action="store_true", help="run every analysis first")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--smoke", action="store_true")
-    p.add_argument("--figures", type=Path, default=ROOT / "figures", help="folder with the analyses' outputs")
-    p.add_argument("--out", type=Path, default=None, help="markdown file (default <figures>/claims.md)")
+    p.add_argument(
+        "--figures", type=Path, default=ROOT / "figures", help="folder with the analyses' outputs"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="markdown file (default <figures>/claims.md)"
+    )
     args = p.parse_args()
     started = time.time()
     if args.run:
@@ -509,7 +866,9 @@ def main() -> None:
     out = args.out or args.figures / "claims.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(rows, args.figures))
-    (args.figures / "claims.json").write_text(json.dumps(rows, indent=1, allow_nan=False, default=str))
+    (args.figures / "claims.json").write_text(
+        json.dumps(rows, indent=1, allow_nan=False, default=str)
+    )
     print(f"[claims] wrote {out} ({time.time() - started:.0f}s)")
 
 

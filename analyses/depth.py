@@ -52,13 +52,26 @@ def _gain(arch: str) -> float:
     return {"linear": 1.0, "tanh": 5.0 / 3.0, "relu": math.sqrt(2.0), "cnn": math.sqrt(2.0)}[arch]
 
 
-def build(arch: str, depth: int, width: int, init: str, residual: bool, bn: bool, in_dim: int,
-          side: int, seed: int) -> nn.Sequential:
+def build(
+    arch: str,
+    depth: int,
+    width: int,
+    init: str,
+    residual: bool,
+    bn: bool,
+    in_dim: int,
+    side: int,
+    seed: int,
+) -> nn.Sequential:
     torch.manual_seed(seed)
     conv = arch == "cnn"
 
     def unit(n_in: int, n_out: int) -> nn.Sequential:
-        lay = nn.Conv2d(n_in, n_out, 3, padding=1, bias=not bn) if conv else nn.Linear(n_in, n_out, bias=not bn)
+        lay = (
+            nn.Conv2d(n_in, n_out, 3, padding=1, bias=not bn)
+            if conv
+            else nn.Linear(n_in, n_out, bias=not bn)
+        )
         norm = (nn.BatchNorm2d(n_out) if conv else nn.BatchNorm1d(n_out)) if bn else nn.Identity()
         return nn.Sequential(lay, norm, _act(arch))
 
@@ -80,7 +93,9 @@ def build(arch: str, depth: int, width: int, init: str, residual: bool, bn: bool
     return net
 
 
-def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, batch: int, seed: int) -> dict[str, float]:
+def train(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, batch: int, seed: int
+) -> dict[str, float]:
     """Plain SGD (momentum 0.9, grad-norm clip 5) on the subset; returns first/last loss."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
@@ -97,15 +112,29 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: floa
         opt.step()
         losses.append(loss.item())
     k = max(1, len(losses) // 10)
-    return {"first": float(np.mean(losses[:k])), "last": float(np.mean(losses[-k:])), "diverged": False}
+    return {
+        "first": float(np.mean(losses[:k])),
+        "last": float(np.mean(losses[-k:])),
+        "diverged": False,
+    }
 
 
-def measure(net: nn.Module, x: torch.Tensor, bn: bool, depth: int, n_blocks: int) -> dict[str, list[float]]:
+def measure(
+    net: nn.Module, x: torch.Tensor, bn: bool, depth: int, n_blocks: int
+) -> dict[str, list[float]]:
     """kappa of the weight and input local Hessians of evenly spaced hidden blocks."""
     cap = hk.capture(net, x, bn="train" if bn else "eval", dtype=torch.float64)
     hidden = list(range(2, depth + 2))  # block 1 is the input block, depth+2 the classifier
-    pick = sorted({hidden[int(round(i))] for i in np.linspace(0, len(hidden) - 1, min(n_blocks, len(hidden)))})
-    out: dict[str, list[float]] = {"blocks": pick, "kappa_w": [], "kappa_z": [], "rank_z": [], "dim_z": []}
+    pick = sorted(
+        {hidden[int(round(i))] for i in np.linspace(0, len(hidden) - 1, min(n_blocks, len(hidden)))}
+    )
+    out: dict[str, list[float]] = {
+        "blocks": pick,
+        "kappa_w": [],
+        "kappa_z": [],
+        "rank_z": [],
+        "dim_z": [],
+    }
     for b in pick:
         kw, _, _ = kappa_of(hk.LocalHessian(cap, b, wrt="weights"))
         kz, rz, dz = kappa_of(hk.LocalHessian(cap, b, wrt="input"))
@@ -122,13 +151,22 @@ def main() -> None:
     p.add_argument("--archs", default=",".join(ARCHS))
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--channels", type=int, default=3)
-    p.add_argument("--batch", type=int, default=16, help="batch the local Hessians are measured on (MLPs)")
-    p.add_argument("--cnn-batch", type=int, default=8, help="the same for the CNN (its input Hessian is m c h w square)")
+    p.add_argument(
+        "--batch", type=int, default=16, help="batch the local Hessians are measured on (MLPs)"
+    )
+    p.add_argument(
+        "--cnn-batch",
+        type=int,
+        default=8,
+        help="the same for the CNN (its input Hessian is m c h w square)",
+    )
     p.add_argument("--cnn-depths", default="2,4,8,16", help="depths of the CNN (dearer per block)")
     p.add_argument("--steps", type=int, default=100, help="SGD steps of 'some training'")
     p.add_argument("--train-depths", default="2,8,32", help="depths also measured after training")
     p.add_argument("--blocks", type=int, default=3, help="hidden blocks measured per network")
-    p.add_argument("--replot", action="store_true", help="re-summarise and re-plot results.json only")
+    p.add_argument(
+        "--replot", action="store_true", help="re-summarise and re-plot results.json only"
+    )
     args = p.parse_args()
     out = setup(args, "depth")
     started = time.time()
@@ -139,7 +177,12 @@ def main() -> None:
         summary = summarise(old["rows"])
         old["summary"] = summary
         write_json(out, old, started - old.get("seconds", 0))
-        figure(summary, old["args"]["archs"].split(","), [int(d) for d in old["args"]["depths"].split(",")], out)
+        figure(
+            summary,
+            old["args"]["archs"].split(","),
+            [int(d) for d in old["args"]["depths"].split(",")],
+            out,
+        )
         return
     if args.smoke:
         args.depths, args.train_depths, args.width, args.channels = "2,4", "2", 6, 2
@@ -171,23 +214,69 @@ def main() -> None:
                     if state == "trained":
                         tr = train(net, x_all, y_all, args.steps, 0.02, 64, seed)
                         if tr["diverged"]:
-                            rows.append(dict(arch=arch, init=init, residual=residual, bn=bn, depth=depth,
-                                             seed=seed, state=state, train=tr, diverged=True))
+                            rows.append(
+                                dict(
+                                    arch=arch,
+                                    init=init,
+                                    residual=residual,
+                                    bn=bn,
+                                    depth=depth,
+                                    seed=seed,
+                                    state=state,
+                                    train=tr,
+                                    diverged=True,
+                                )
+                            )
                             continue
                     gen = torch.Generator().manual_seed(1000 + seed)
                     idx = torch.randperm(x_all.shape[0], generator=gen)[:batch]
                     try:
                         res = measure(net, x_all[idx], bn, depth, args.blocks)
                     except hk.HessiankitError as exc:  # NaN activations after training, etc.
-                        rows.append(dict(arch=arch, init=init, residual=residual, bn=bn, depth=depth,
-                                         seed=seed, state=state, train=tr, error=str(exc)))
+                        rows.append(
+                            dict(
+                                arch=arch,
+                                init=init,
+                                residual=residual,
+                                bn=bn,
+                                depth=depth,
+                                seed=seed,
+                                state=state,
+                                train=tr,
+                                error=str(exc),
+                            )
+                        )
                         continue
-                    rows.append(dict(arch=arch, init=init, residual=residual, bn=bn, depth=depth,
-                                     seed=seed, state=state, train=tr, **res))
-            print(f"[depth] {arch} {init} res={residual} bn={bn} depth={depth} "
-                  f"({time.time() - started:.0f}s)", flush=True)
+                    rows.append(
+                        dict(
+                            arch=arch,
+                            init=init,
+                            residual=residual,
+                            bn=bn,
+                            depth=depth,
+                            seed=seed,
+                            state=state,
+                            train=tr,
+                            **res,
+                        )
+                    )
+            print(
+                f"[depth] {arch} {init} res={residual} bn={bn} depth={depth} "
+                f"({time.time() - started:.0f}s)",
+                flush=True,
+            )
     summary = summarise(rows)
-    write_json(out, {"analysis": "depth", "args": vars(args), "rank_rtol": RANK_RTOL, "rows": rows, "summary": summary}, started)
+    write_json(
+        out,
+        {
+            "analysis": "depth",
+            "args": vars(args),
+            "rank_rtol": RANK_RTOL,
+            "rows": rows,
+            "summary": summary,
+        },
+        started,
+    )
     figure(summary, archs, depths, out)
 
 
@@ -199,17 +288,28 @@ def _log_median(vals: list[float]) -> float:
 def summarise(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["arch"], r["init"], r["residual"], r["bn"], r["depth"], r["state"]), []).append(r)
+        groups.setdefault(
+            (r["arch"], r["init"], r["residual"], r["bn"], r["depth"], r["state"]), []
+        ).append(r)
     out = []
     for (arch, init, residual, bn, depth, state), rs in sorted(groups.items()):
         ok = [r for r in rs if "kappa_w" in r]
-        out.append(dict(
-            arch=arch, init=init, residual=residual, bn=bn, depth=depth, state=state,
-            log10_kappa_w=mean_ci([_log_median(r["kappa_w"]) for r in ok]),
-            log10_kappa_z=mean_ci([_log_median(r["kappa_z"]) for r in ok]),
-            rank_fraction_z=mean_ci([float(np.mean(np.array(r["rank_z"]) / np.array(r["dim_z"]))) for r in ok]),
-            n_failed=len(rs) - len(ok),
-        ))
+        out.append(
+            dict(
+                arch=arch,
+                init=init,
+                residual=residual,
+                bn=bn,
+                depth=depth,
+                state=state,
+                log10_kappa_w=mean_ci([_log_median(r["kappa_w"]) for r in ok]),
+                log10_kappa_z=mean_ci([_log_median(r["kappa_z"]) for r in ok]),
+                rank_fraction_z=mean_ci(
+                    [float(np.mean(np.array(r["rank_z"]) / np.array(r["dim_z"]))) for r in ok]
+                ),
+                n_failed=len(rs) - len(ok),
+            )
+        )
     return out
 
 
@@ -221,8 +321,16 @@ def figure(summary: list[dict], archs: list[str], depths: list[int], out) -> Non
             for i, which in enumerate(("log10_kappa_w", "log10_kappa_z")):
                 ax = axes[i][j]
                 for init, residual, bn in itertools.product(INITS, (False, True), (False, True)):
-                    pts = [s for s in summary if s["arch"] == arch and s["init"] == init and s["residual"] == residual
-                           and s["bn"] == bn and s["state"] == state and np.isfinite(s[which]["mean"])]
+                    pts = [
+                        s
+                        for s in summary
+                        if s["arch"] == arch
+                        and s["init"] == init
+                        and s["residual"] == residual
+                        and s["bn"] == bn
+                        and s["state"] == state
+                        and np.isfinite(s[which]["mean"])
+                    ]
                     pts.sort(key=lambda s: s["depth"])
                     if not pts:
                         continue
@@ -231,7 +339,12 @@ def figure(summary: list[dict], archs: list[str], depths: list[int], out) -> Non
                     lo = np.array([s[which]["lo"] for s in pts])
                     hi = np.array([s[which]["hi"] for s in pts])
                     ls = "-" if init == "orthogonal" else "--"
-                    color = {(False, False): "C0", (False, True): "C1", (True, False): "C2", (True, True): "C3"}[(residual, bn)]
+                    color = {
+                        (False, False): "C0",
+                        (False, True): "C1",
+                        (True, False): "C2",
+                        (True, True): "C3",
+                    }[(residual, bn)]
                     lab = f"{init[:5]} {'res' if residual else 'plain'} {'BN' if bn else 'noBN'}"
                     ax.plot(d, m, ls, color=color, marker="o", ms=3, label=lab)
                     ax.fill_between(d, lo, hi, color=color, alpha=0.15)

@@ -54,19 +54,36 @@ def main(out: Path) -> None:
     x = (x - x.mean(0)) / (x.std(0) + 1e-3)
     y = torch.tensor(digits.target)
     models = {}
-    for label, act, bn in (("tanh", nn.Tanh, False), ("ReLU", nn.ReLU, False), ("ReLU + BN", nn.ReLU, True)):
+    for label, act, bn in (
+        ("tanh", nn.Tanh, False),
+        ("ReLU", nn.ReLU, False),
+        ("ReLU + BN", nn.ReLU, True),
+    ):
         torch.manual_seed(0)
         models[label] = train(mlp(act, bn), x, y)
     xs, ys = x[:256], y[:256]
 
     net = models["tanh"]
     cap = hk.capture(net, xs, ys, bn="eval")
-    blocks = analyse_blocks(cap, "all", wrt="weights", kind="gauss-newton", top=10, bottom=1, seed=0,
-                            options={"dense_threshold": 4096},  # every block dense: exact rank
-                            progress=lambda s: print(s, flush=True))
-    settings = run_settings(cap, data="scikit-learn digits, first 256 training images, standardised",
-                            model="MLP 64-32-32-32-32-10, tanh, 300 Adam steps (seed 0)",
-                            wrt="weights", kind="gauss-newton", seed=0)
+    blocks = analyse_blocks(
+        cap,
+        "all",
+        wrt="weights",
+        kind="gauss-newton",
+        top=10,
+        bottom=1,
+        seed=0,
+        options={"dense_threshold": 4096},  # every block dense: exact rank
+        progress=lambda s: print(s, flush=True),
+    )
+    settings = run_settings(
+        cap,
+        data="scikit-learn digits, first 256 training images, standardised",
+        model="MLP 64-32-32-32-32-10, tanh, 300 Adam steps (seed 0)",
+        wrt="weights",
+        kind="gauss-newton",
+        seed=0,
+    )
     report = Report("Local Hessians of a tanh MLP on digits", settings, blocks)
     write_markdown(report, FIGS / "report.md")
     write_html(report, out / "report-example.html")
@@ -74,9 +91,13 @@ def main(out: Path) -> None:
     per_model = {}
     for label, model in models.items():
         c = hk.capture(model, xs, ys, bn="eval")
-        per_model[label] = [hk.spectrum(hk.LocalHessian(c, b), top=1, bottom=1, seed=0) for b in c.split]
-    save_figure(plot_condition_vs_depth(per_model, title="weight local Hessian (Gauss-Newton), digits"),
-                FIGS / "condition-vs-depth")
+        per_model[label] = [
+            hk.spectrum(hk.LocalHessian(c, b), top=1, bottom=1, seed=0) for b in c.split
+        ]
+    save_figure(
+        plot_condition_vs_depth(per_model, title="weight local Hessian (Gauss-Newton), digits"),
+        FIGS / "condition-vs-depth",
+    )
     print("wrote", FIGS, "and", out / "report-example.html")
 
 

@@ -70,8 +70,11 @@ OPTIMIZERS = ("sgd", "scale-amended")
 #: Ablation, run only with ``--ablation``: Algorithm 2 without clipping, arithmetic-mean
 #: normalisation (the raw per-block rates, spread over about four decades on VGG13-BN).
 ABLATION = "scale-amended-unclipped"
-LABELS = {"sgd": "SGD", "scale-amended": "scale-amended SGD",
-          ABLATION: "scale-amended SGD, unclipped (ablation)"}
+LABELS = {
+    "sgd": "SGD",
+    "scale-amended": "scale-amended SGD",
+    ABLATION: "scale-amended SGD, unclipped (ablation)",
+}
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,9 @@ CONFIGS = {
 
 def load_data(cfg: Config, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     shape = (1, 32, 32)
-    x, y = load_dataset(cfg.data, split="train", num_samples=cfg.n_train + cfg.n_val,
-                        input_shape=shape, seed=0)
+    x, y = load_dataset(
+        cfg.data, split="train", num_samples=cfg.n_train + cfg.n_val, input_shape=shape, seed=0
+    )
     xt, yt = load_dataset(cfg.data, split="test", num_samples=cfg.n_test, input_shape=shape, seed=0)
     return {
         "train": (x[: cfg.n_train].to(device), y[: cfg.n_train].to(device)),
@@ -137,9 +141,13 @@ def build(cfg: Config, opt_name: str, lr: float, seed: int, steps_total: int, de
     else:
         unclipped = opt_name == ABLATION
         opt = ScaleAmendedSGD.for_model(
-            net, lr=lr, refresh_every=cfg.refresh_every,
+            net,
+            lr=lr,
+            refresh_every=cfg.refresh_every,
             normalize="mean" if unclipped else cfg.normalize,  # type: ignore[arg-type]
-            clip=None if unclipped else cfg.clip, method="closed-form", **common,
+            clip=None if unclipped else cfg.clip,
+            method="closed-form",
+            **common,
         )
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, steps_total) / steps_total))
@@ -148,7 +156,13 @@ def build(cfg: Config, opt_name: str, lr: float, seed: int, steps_total: int, de
 
 
 def run_one(
-    cfg: Config, opt_name: str, lr: float, seed: int, data, ckpt_dir: Path, device: torch.device,
+    cfg: Config,
+    opt_name: str,
+    lr: float,
+    seed: int,
+    data,
+    ckpt_dir: Path,
+    device: torch.device,
     progress: bool,
 ) -> dict:
     """Train one configuration; resumes from / writes ``ckpt_dir/<run>.pt`` every epoch."""
@@ -160,9 +174,18 @@ def run_one(
     n = x.shape[0]
     steps_per_epoch = math.ceil(n / cfg.batch)
     net, opt, sched = build(cfg, opt_name, lr, seed, steps_per_epoch * cfg.epochs, device)
-    hist: dict = {"optimizer": opt_name, "lr": lr, "seed": seed, "epochs_done": 0, "diverged": False,
-                  "train_loss": [], "val_acc": [], "test_acc": [], "epoch_seconds": [],
-                  "amendment": []}
+    hist: dict = {
+        "optimizer": opt_name,
+        "lr": lr,
+        "seed": seed,
+        "epochs_done": 0,
+        "diverged": False,
+        "train_loss": [],
+        "val_acc": [],
+        "test_acc": [],
+        "epoch_seconds": [],
+        "amendment": [],
+    }
     if path.exists():
         ck = torch.load(path, map_location=device, weights_only=True)
         hist = ck["history"]
@@ -171,8 +194,14 @@ def run_one(
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-    bar = tqdm(total=cfg.epochs, initial=hist["epochs_done"], desc=name, disable=not progress,
-               leave=False, file=sys.stderr)
+    bar = tqdm(
+        total=cfg.epochs,
+        initial=hist["epochs_done"],
+        desc=name,
+        disable=not progress,
+        leave=False,
+        file=sys.stderr,
+    )
     for epoch in range(hist["epochs_done"], cfg.epochs):
         gen = torch.Generator().manual_seed(1_000_003 * seed + epoch)
         order = torch.randperm(n, generator=gen).to(device)
@@ -214,8 +243,15 @@ def run_one(
         bar.update(1)
         bar.set_postfix(loss=f"{hist['train_loss'][-1]:.3f}", test=f"{hist['test_acc'][-1]:.3f}")
         tmp = path.with_suffix(".tmp")
-        torch.save({"history": hist, "model": net.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict()}, tmp)
+        torch.save(
+            {
+                "history": hist,
+                "model": net.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+            },
+            tmp,
+        )
         os.replace(tmp, path)
         if hist["diverged"]:
             break
@@ -245,10 +281,14 @@ def padded(curves: list[list[float]], length: int) -> np.ndarray:
 
 def best_rate(sweep: list[dict]) -> float:
     """Highest final validation accuracy; ties broken by the lower final training loss."""
+
     def key(h: dict) -> tuple[float, float]:
         acc = h["val_acc"][-1] if h["val_acc"] and math.isfinite(h["val_acc"][-1]) else -1.0
-        loss = h["train_loss"][-1] if h["train_loss"] and math.isfinite(h["train_loss"][-1]) else 1e9
+        loss = (
+            h["train_loss"][-1] if h["train_loss"] and math.isfinite(h["train_loss"][-1]) else 1e9
+        )
         return (acc, -loss)
+
     return max(sweep, key=key)["lr"]
 
 
@@ -260,8 +300,15 @@ def summarise(cfg: Config, sweeps: dict[str, list[dict]], finals: dict[str, list
         loss = [h["train_loss"][-1] for h in runs]
         secs = [s for h in runs for s in h["epoch_seconds"]]
         out["optimizers"][o] = {
-            "sweep": [{"lr": h["lr"], "final_val_acc": h["val_acc"][-1], "final_train_loss":
-                       h["train_loss"][-1], "diverged": h["diverged"]} for h in sweeps[o]],
+            "sweep": [
+                {
+                    "lr": h["lr"],
+                    "final_val_acc": h["val_acc"][-1],
+                    "final_train_loss": h["train_loss"][-1],
+                    "diverged": h["diverged"],
+                }
+                for h in sweeps[o]
+            ],
             "best_lr": runs[0]["lr"],
             "seeds": [h["seed"] for h in runs],
             "final_test_acc": test,
@@ -292,7 +339,9 @@ def verdict(summary: dict) -> str:
     m, h = summary["paired_difference"]["test_acc"]["mean_ci"]
     n = len(summary["paired_difference"]["test_acc"]["values"])
     if not math.isfinite(h):
-        return f"difference in final test accuracy {100 * m:+.2f} points (no CI: fewer than 2 seeds)"
+        return (
+            f"difference in final test accuracy {100 * m:+.2f} points (no CI: fewer than 2 seeds)"
+        )
     lo, hi = m - h, m + h
     if lo > 0:
         word = "beat"
@@ -306,7 +355,9 @@ def verdict(summary: dict) -> str:
     )
 
 
-def overhead_benchmark(cfg: Config, data, device: torch.device, rounds: int = 5, steps: int = 10) -> dict:
+def overhead_benchmark(
+    cfg: Config, data, device: torch.device, rounds: int = 5, steps: int = 10
+) -> dict:
     """Seconds per training step of SGD and scale-amended SGD, measured interleaved.
 
     Both optimizers train their own copy of the model on the same batches; rounds of ``steps``
@@ -358,8 +409,12 @@ def write_outputs(cfg: Config, summary: dict, finals: dict[str, list[dict]], out
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     epochs = np.arange(1, cfg.epochs + 1)
     curves = {
-        key: {f"{LABELS[o]} (lr {finals[o][0]['lr']:g})": padded([h[key] for h in finals[o]], cfg.epochs)
-              for o in finals}
+        key: {
+            f"{LABELS[o]} (lr {finals[o][0]['lr']:g})": padded(
+                [h[key] for h in finals[o]], cfg.epochs
+            )
+            for o in finals
+        }
         for key in ("train_loss", "test_acc")
     }
     from matplotlib.figure import Figure
@@ -367,10 +422,23 @@ def write_outputs(cfg: Config, summary: dict, finals: dict[str, list[dict]], out
     with style():
         fig = Figure(figsize=(11.0, 3.8), layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)
-    plot_training_curves(curves["train_loss"], steps=epochs, xlabel="epoch", ylabel="training loss",
-                         logy=True, title="training loss, mean and 95% CI", ax=ax1)
-    plot_training_curves(curves["test_acc"], steps=epochs, xlabel="epoch", ylabel="test accuracy",
-                         title="test accuracy, mean and 95% CI", ax=ax2)
+    plot_training_curves(
+        curves["train_loss"],
+        steps=epochs,
+        xlabel="epoch",
+        ylabel="training loss",
+        logy=True,
+        title="training loss, mean and 95% CI",
+        ax=ax1,
+    )
+    plot_training_curves(
+        curves["test_acc"],
+        steps=epochs,
+        xlabel="epoch",
+        ylabel="test accuracy",
+        title="test accuracy, mean and 95% CI",
+        ax=ax2,
+    )
     save_figure(fig, out / "curves")
     with style():
         fig2, ax = new_axes(None, (5.5, 3.6))
@@ -390,8 +458,15 @@ def write_outputs(cfg: Config, summary: dict, finals: dict[str, list[dict]], out
             fig3, ax = new_axes(None, (6.0, 3.8))
             colours = matplotlib.colormaps["tab20"](np.linspace(0, 1, r.shape[1]))
             for b in range(r.shape[1]):
-                ax.plot(np.arange(1, r.shape[0] + 1), r[:, b], "o-", ms=3, lw=1.2, color=colours[b],
-                        label=f"block {b + 1}")
+                ax.plot(
+                    np.arange(1, r.shape[0] + 1),
+                    r[:, b],
+                    "o-",
+                    ms=3,
+                    lw=1.2,
+                    color=colours[b],
+                    label=f"block {b + 1}",
+                )
             ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_ylabel("multiplier r_b (lr_b = lr * r_b)")
@@ -447,15 +522,21 @@ def table(cfg: Config, summary: dict) -> str:
         cells = []
         for o in opts:
             r = summary["optimizers"][o]["sweep"][i]
-            cells.append("diverged" if r["diverged"] else
-                         f"{100 * r['final_val_acc']:.2f}% / {r['final_train_loss']:.4f}")
+            cells.append(
+                "diverged"
+                if r["diverged"]
+                else f"{100 * r['final_val_acc']:.2f}% / {r['final_train_loss']:.4f}"
+            )
         lines.append(f"| {lr:g} | " + " | ".join(cells) + " |")
     if "ablation_paired_difference" in summary:
         ab = summary["ablation_paired_difference"]
         am, ah = ab["test_acc"]["mean_ci"]
-        lines += ["", f"Ablation (chosen after the main runs, not part of the verdict): unclipped, "
-                  f"mean-normalised amendment minus SGD, test accuracy {100 * am:+.2f} +- "
-                  f"{100 * ah:.2f} points (paired)."]
+        lines += [
+            "",
+            f"Ablation (chosen after the main runs, not part of the verdict): unclipped, "
+            f"mean-normalised amendment minus SGD, test accuracy {100 * am:+.2f} +- "
+            f"{100 * ah:.2f} points (paired).",
+        ]
     lines += ["", f"**Verdict** (a priori configuration): {verdict(summary)}.", ""]
     return "\n".join(lines)
 
@@ -473,13 +554,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--data", default=None, choices=["fashion-mnist", "synthetic", "digits", "mnist"],
-                   help="data set instead of the configuration's (tests use synthetic)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds at the best rate (default: config's)")
-    p.add_argument("--ablation", action="store_true",
-                   help=f"also run {ABLATION} (no clipping, arithmetic-mean normalisation)")
-    p.add_argument("--overhead", action="store_true",
-                   help="also time steps of both optimizers interleaved (robust overhead ratio)")
+    p.add_argument(
+        "--data",
+        default=None,
+        choices=["fashion-mnist", "synthetic", "digits", "mnist"],
+        help="data set instead of the configuration's (tests use synthetic)",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=None, help="seeds at the best rate (default: config's)"
+    )
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help=f"also run {ABLATION} (no clipping, arithmetic-mean normalisation)",
+    )
+    p.add_argument(
+        "--overhead",
+        action="store_true",
+        help="also time steps of both optimizers interleaved (robust overhead ratio)",
+    )
     args = p.parse_args(argv)
     cfg = CONFIGS["smoke" if args.smoke else "full" if args.full else "cpu"]
     if args.data is not None:
@@ -489,8 +582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: --seeds must be at least 1", file=sys.stderr)
             return 2
         cfg = replace(cfg, seeds=args.seeds)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
-                          else args.device)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
     torch.set_num_threads(max(1, args.threads))
     out = args.out or ROOT / "figures" / "optimizer" / ("" if cfg.name == "cpu" else cfg.name)
     ckpt = args.checkpoints or ROOT / "checkpoints" / "scale_amended_sgd" / cfg.name
@@ -509,13 +603,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for o in opts:
         lr = best_rate(sweeps[o])
         seed0 = next(h for h in sweeps[o] if h["lr"] == lr)
-        finals[o] = [seed0] + [run_one(cfg, o, lr, s, data, ckpt, device, progress)
-                               for s in range(1, cfg.seeds)]
+        finals[o] = [seed0] + [
+            run_one(cfg, o, lr, s, data, ckpt, device, progress) for s in range(1, cfg.seeds)
+        ]
     summary = summarise(cfg, sweeps, finals)
     if args.overhead:
-        rounds, steps = (2, cfg.refresh_every) if cfg.name == "smoke" else (5, 2 * cfg.refresh_every)
+        rounds, steps = (
+            (2, cfg.refresh_every) if cfg.name == "smoke" else (5, 2 * cfg.refresh_every)
+        )
         summary["overhead_benchmark"] = overhead_benchmark(cfg, data, device, rounds, steps)
-    summary["device"] = str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+    summary["device"] = str(device) + (
+        f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""
+    )
     summary["torch_threads"] = torch.get_num_threads()
     summary["verdict"] = verdict(summary)
     write_outputs(cfg, summary, finals, out)

@@ -40,7 +40,9 @@ def mlp(bn: bool, width: int, depth: int, seed: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, seed: int) -> None:
+def train(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, seed: int
+) -> None:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     net.train()
@@ -53,7 +55,9 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: floa
         opt.step()
 
 
-def measure(net: nn.Module, x: torch.Tensor, y: torch.Tensor, bn: bool, seed: int, products: int) -> list[dict]:
+def measure(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, bn: bool, seed: int, products: int
+) -> list[dict]:
     cap = hk.capture(net, x, y, bn="train" if bn else "eval", dtype=torch.float64)
     tr = block_scales(cap, method="trace", num_products=products, seed=seed)
     rows = []
@@ -62,8 +66,18 @@ def measure(net: nn.Module, x: torch.Tensor, y: torch.Tensor, bn: bool, seed: in
             c = block_scales(cap, method="closed-form", blocks=[t.index])[0]
         except hk.HessiankitError:
             c = None
-        rows.append({"block": t.index, "name": t.name, "m_w": t.m_w, "m_w_se": t.m_w_std_error, "m_z": t.m_z,
-                     "m_z_se": t.m_z_std_error, "m_w_closed": c.m_w if c else None, "m_z_closed": c.m_z if c else None})
+        rows.append(
+            {
+                "block": t.index,
+                "name": t.name,
+                "m_w": t.m_w,
+                "m_w_se": t.m_w_std_error,
+                "m_z": t.m_z,
+                "m_z_se": t.m_z_std_error,
+                "m_w_closed": c.m_w if c else None,
+                "m_z_closed": c.m_z if c else None,
+            }
+        )
     # cumulative amendment of the backward signal: s_B = 1, s_{b-1} = s_b / m_{b,z}
     s = 1.0
     for r in reversed(rows):
@@ -85,7 +99,12 @@ def main() -> None:
     nets = {
         "mlp-relu": lambda s: mlp(False, 8 if smoke else 32, 2 if smoke else 5, s),
         "mlp-bn-relu": lambda s: mlp(True, 8 if smoke else 32, 2 if smoke else 5, s),
-        "vgg13-bn/16": lambda s: vgg("vgg13" if not smoke else "small", in_channels=1, width=1 / 16 if not smoke else 0.125, seed=s),
+        "vgg13-bn/16": lambda s: vgg(
+            "vgg13" if not smoke else "small",
+            in_channels=1,
+            width=1 / 16 if not smoke else 0.125,
+            seed=s,
+        ),
     }
     rows = []
     for name, make in nets.items():
@@ -103,7 +122,9 @@ def main() -> None:
                     rows.append({"net": name, "seed": seed, "state": state, **r})
             print(f"[scales] {name} seed {seed} ({time.time() - started:.0f}s)", flush=True)
     summary = summarise(rows)
-    write_json(out, {"analysis": "scales", "args": vars(args), "rows": rows, "summary": summary}, started)
+    write_json(
+        out, {"analysis": "scales", "args": vars(args), "rows": rows, "summary": summary}, started
+    )
     figure(rows, out)
 
 
@@ -125,13 +146,21 @@ def summarise(rows: list[dict]) -> dict:
                 "blocks": len(per[0]) if per else 0,
                 "log10_spread_m_w": mean_ci([_spread([r["m_w"] for r in rs]) for rs in per]),
                 "log10_spread_m_z": mean_ci([_spread([r["m_z"] for r in rs]) for rs in per]),
-                "log10_spread_amendment": mean_ci([_spread([r["amendment"] for r in rs]) for rs in per]),
-                "closed_over_trace_m_w": {"median": float(np.median(ratio_w)) if ratio_w else None,
-                                          "min": float(min(ratio_w)) if ratio_w else None,
-                                          "max": float(max(ratio_w)) if ratio_w else None, "n": len(ratio_w)},
-                "closed_over_trace_m_z": {"median": float(np.median(ratio_z)) if ratio_z else None,
-                                          "min": float(min(ratio_z)) if ratio_z else None,
-                                          "max": float(max(ratio_z)) if ratio_z else None, "n": len(ratio_z)},
+                "log10_spread_amendment": mean_ci(
+                    [_spread([r["amendment"] for r in rs]) for rs in per]
+                ),
+                "closed_over_trace_m_w": {
+                    "median": float(np.median(ratio_w)) if ratio_w else None,
+                    "min": float(min(ratio_w)) if ratio_w else None,
+                    "max": float(max(ratio_w)) if ratio_w else None,
+                    "n": len(ratio_w),
+                },
+                "closed_over_trace_m_z": {
+                    "median": float(np.median(ratio_z)) if ratio_z else None,
+                    "min": float(min(ratio_z)) if ratio_z else None,
+                    "max": float(max(ratio_z)) if ratio_z else None,
+                    "n": len(ratio_z),
+                },
             }
     return out
 
@@ -145,12 +174,34 @@ def figure(rows: list[dict], out) -> None:
             sel = [r for r in rows if r["net"] == net and r["state"] == state]
             blocks = sorted({r["block"] for r in sel})
             for key, color in (("m_w", "C0"), ("m_z", "C1"), ("amendment", "C2")):
-                med = [np.median([abs(r[key]) for r in sel if r["block"] == b and r[key]] or [np.nan]) for b in blocks]
-                axes[0][j].plot(blocks, med, ls, color=color, marker="o", ms=3, label=f"{key} ({state})")
+                med = [
+                    np.median([abs(r[key]) for r in sel if r["block"] == b and r[key]] or [np.nan])
+                    for b in blocks
+                ]
+                axes[0][j].plot(
+                    blocks, med, ls, color=color, marker="o", ms=3, label=f"{key} ({state})"
+                )
             for key, color in (("m_w", "C0"), ("m_z", "C1")):
-                rat = [np.median([r[f"{key}_closed"] / r[key] for r in sel if r["block"] == b and r[f"{key}_closed"] and r[key]] or [np.nan])
-                       for b in blocks]
-                axes[1][j].plot(blocks, rat, ls, color=color, marker="o", ms=3, label=f"{key} closed/trace ({state})")
+                rat = [
+                    np.median(
+                        [
+                            r[f"{key}_closed"] / r[key]
+                            for r in sel
+                            if r["block"] == b and r[f"{key}_closed"] and r[key]
+                        ]
+                        or [np.nan]
+                    )
+                    for b in blocks
+                ]
+                axes[1][j].plot(
+                    blocks,
+                    rat,
+                    ls,
+                    color=color,
+                    marker="o",
+                    ms=3,
+                    label=f"{key} closed/trace ({state})",
+                )
         axes[0][j].set_yscale("log")
         axes[0][j].set_title(f"{net}: scalars per block (median over seeds)", fontsize=8)
         axes[0][j].set_xlabel("block")

@@ -85,8 +85,13 @@ def branch(kind: str, n: int, seed: int) -> nn.Module:
                 br[2].weight.mul_(0.5 / math.sqrt(2.0))  # s ~ sqrt(2) -> ~0.5
         return br.double()
     if kind.startswith("bn"):
-        br = nn.Sequential(nn.Linear(n, n, bias=False), nn.BatchNorm1d(n), nn.ReLU(),
-                           nn.Linear(n, n, bias=False), nn.BatchNorm1d(n))
+        br = nn.Sequential(
+            nn.Linear(n, n, bias=False),
+            nn.BatchNorm1d(n),
+            nn.ReLU(),
+            nn.Linear(n, n, bias=False),
+            nn.BatchNorm1d(n),
+        )
         if kind == "bn-zero-gamma":
             nn.init.zeros_(br[4].weight)
         return br.double()
@@ -109,24 +114,57 @@ def main() -> None:
     # --- Marchenko-Pastur overlays and kappa vs width / aspect ratio (claim 6)
     overlay = {}
     for lam in (0.25, 0.5, 1.0):
-        evs = [eig_input(gaussian_linear(int(args.n * lam), args.n, s), torch.randn(1, int(args.n * lam), dtype=torch.float64))
-               for s in range(args.seeds)]
+        evs = [
+            eig_input(
+                gaussian_linear(int(args.n * lam), args.n, s),
+                torch.randn(1, int(args.n * lam), dtype=torch.float64),
+            )
+            for s in range(args.seeds)
+        ]
         overlay[str(lam)] = np.concatenate(evs)
     mp_kappa = []
     for lam in ratios:
         for n_out in widths:
             n_in = max(1, int(round(lam * n_out)))
-            ks = [kappa_range(eig_input(gaussian_linear(n_in, n_out, 100 + s), torch.randn(1, n_in, dtype=torch.float64)))
-                  for s in range(max(args.seeds, 5 if not args.smoke else 1) * (4 if lam == 1.0 else 1))]
-            pred = orth.marchenko_pastur_condition(lam) if lam < 1 else orth.square_gaussian_condition_quantile(n_out, 0.5)
-            mp_kappa.append({"ratio": lam, "n_out": n_out, "n_in": n_in, "kappa": quantiles(ks),
-                             "prediction": pred,
-                             "prediction_kind": "MP limit" if lam < 1 else "Edelman median 4n^2/X"})
+            ks = [
+                kappa_range(
+                    eig_input(
+                        gaussian_linear(n_in, n_out, 100 + s),
+                        torch.randn(1, n_in, dtype=torch.float64),
+                    )
+                )
+                for s in range(
+                    max(args.seeds, 5 if not args.smoke else 1) * (4 if lam == 1.0 else 1)
+                )
+            ]
+            pred = (
+                orth.marchenko_pastur_condition(lam)
+                if lam < 1
+                else orth.square_gaussian_condition_quantile(n_out, 0.5)
+            )
+            mp_kappa.append(
+                {
+                    "ratio": lam,
+                    "n_out": n_out,
+                    "n_in": n_in,
+                    "kappa": quantiles(ks),
+                    "prediction": pred,
+                    "prediction_kind": "MP limit" if lam < 1 else "Edelman median 4n^2/X",
+                }
+            )
         print(f"[spectra] MP ratio {lam} ({time.time() - started:.0f}s)", flush=True)
     payload["marchenko_pastur"] = mp_kappa
 
     # --- skip connections (claims 8, 9)
-    kinds = ["linear-0.25", "linear-0.5", "linear-1.0", "relu-he", "relu-scaled", "bn", "bn-zero-gamma"]
+    kinds = [
+        "linear-0.25",
+        "linear-0.5",
+        "linear-1.0",
+        "relu-he",
+        "relu-scaled",
+        "bn",
+        "bn-zero-gamma",
+    ]
     resid = []
     res_overlay = {}
     m_bn = 4 if args.smoke else 8
@@ -141,23 +179,36 @@ def main() -> None:
                 ev_res = eig_input(Residual(br), x, mode)
                 ev_plain = eig_input(nn.Sequential(br), x, mode)
                 s_eff = math.sqrt(max(float(ev_plain.mean()), 0.0))
-                rows.append({"s": s_eff, "lambda_min": float(ev_res.min()), "lambda_max": float(ev_res.max()),
-                             "kappa_res": kappa_range(ev_res), "kappa_plain": kappa_range(ev_plain),
-                             "max_abs_minus_1": float(np.abs(ev_res - 1).max())})
+                rows.append(
+                    {
+                        "s": s_eff,
+                        "lambda_min": float(ev_res.min()),
+                        "lambda_max": float(ev_res.max()),
+                        "kappa_res": kappa_range(ev_res),
+                        "kappa_plain": kappa_range(ev_plain),
+                        "max_abs_minus_1": float(np.abs(ev_res - 1).max()),
+                    }
+                )
                 if n == widths[-1]:
                     res_overlay.setdefault(kind, {"res": [], "plain": []})
                     res_overlay[kind]["res"].append(ev_res)
                     res_overlay[kind]["plain"].append(ev_plain)
             s_med = float(np.median([r["s"] for r in rows]))
             lo, hi = res.residual_support(s_med)
-            resid.append({"branch": kind, "n": n, "s": quantiles([r["s"] for r in rows]),
-                          "predicted_support": [lo, hi],
-                          "predicted_kappa": res.residual_condition_limit(s_med),
-                          "lambda_min": quantiles([r["lambda_min"] for r in rows]),
-                          "lambda_max": quantiles([r["lambda_max"] for r in rows]),
-                          "kappa_res": quantiles([r["kappa_res"] for r in rows]),
-                          "kappa_plain": quantiles([r["kappa_plain"] for r in rows]),
-                          "max_abs_minus_1": quantiles([r["max_abs_minus_1"] for r in rows])})
+            resid.append(
+                {
+                    "branch": kind,
+                    "n": n,
+                    "s": quantiles([r["s"] for r in rows]),
+                    "predicted_support": [lo, hi],
+                    "predicted_kappa": res.residual_condition_limit(s_med),
+                    "lambda_min": quantiles([r["lambda_min"] for r in rows]),
+                    "lambda_max": quantiles([r["lambda_max"] for r in rows]),
+                    "kappa_res": quantiles([r["kappa_res"] for r in rows]),
+                    "kappa_plain": quantiles([r["kappa_plain"] for r in rows]),
+                    "max_abs_minus_1": quantiles([r["max_abs_minus_1"] for r in rows]),
+                }
+            )
         print(f"[spectra] residual {kind} ({time.time() - started:.0f}s)", flush=True)
     payload["residual"] = resid
     write_json(out, payload, started)
@@ -188,8 +239,18 @@ def figures(overlay, mp_kappa, res_overlay, resid, widths, out) -> None:
         rs = [r for r in mp_kappa if r["ratio"] == lam]
         n = [r["n_out"] for r in rs]
         med = [r["kappa"]["median"] for r in rs]
-        ax.errorbar(n, med, yerr=[np.array(med) - [r["kappa"]["q10"] for r in rs], np.array([r["kappa"]["q90"] for r in rs]) - med],
-                    fmt="o", color=f"C{i}", capsize=2, label=f"measured, ratio {lam}")
+        ax.errorbar(
+            n,
+            med,
+            yerr=[
+                np.array(med) - [r["kappa"]["q10"] for r in rs],
+                np.array([r["kappa"]["q90"] for r in rs]) - med,
+            ],
+            fmt="o",
+            color=f"C{i}",
+            capsize=2,
+            label=f"measured, ratio {lam}",
+        )
         ax.plot(n, [r["prediction"] for r in rs], "-", color=f"C{i}", alpha=0.7)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -224,7 +285,13 @@ def figures(overlay, mp_kappa, res_overlay, resid, widths, out) -> None:
     fig, ax = pyplot.subplots(figsize=(5.5, 3.6))
     for i, kind in enumerate(kinds):
         rs = [r for r in resid if r["branch"] == kind]
-        ax.plot([r["n"] for r in rs], [r["kappa_res"]["median"] for r in rs], "o-", color=f"C{i}", label=f"{kind} skip")
+        ax.plot(
+            [r["n"] for r in rs],
+            [r["kappa_res"]["median"] for r in rs],
+            "o-",
+            color=f"C{i}",
+            label=f"{kind} skip",
+        )
         ax.plot([r["n"] for r in rs], [r["kappa_plain"]["median"] for r in rs], "x:", color=f"C{i}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

@@ -39,7 +39,9 @@ def randomise_bn(net: nn.Module, seed: int) -> nn.Module:
 @pytest.fixture
 def mlp_tanh() -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    net = nn.Sequential(
+        nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3)
+    ).double()
     x = torch.randn(7, 5, dtype=torch.float64)
     y = torch.randint(0, 3, (7,))
     return net, x, y
@@ -49,8 +51,11 @@ def mlp_tanh() -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
 def conv_bn() -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
     torch.manual_seed(1)
     net = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
-        nn.Flatten(), nn.Linear(3 * 4 * 4, 3),
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 3),
     ).double()
     randomise_bn(net, 1)
     x = torch.randn(6, 2, 4, 4, dtype=torch.float64)
@@ -62,9 +67,13 @@ def conv_bn() -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
 def resnet_bn() -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
     torch.manual_seed(2)
     net = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3), nn.ReLU(),
+        nn.Conv2d(2, 3, 3, padding=1, bias=False),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
         BasicBlock(3),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(3, 3),
     ).double()
     randomise_bn(net, 2)
     x = torch.randn(5, 2, 3, 3, dtype=torch.float64)

@@ -63,7 +63,9 @@ def _loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     return nn.functional.cross_entropy(out, y)
 
 
-def _pieces(net: nn.Sequential, lo: int, hi: int) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential]:
+def _pieces(
+    net: nn.Sequential, lo: int, hi: int
+) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential]:
     return net[:lo], net[lo:hi], net[hi:]
 
 
@@ -133,7 +135,15 @@ def dense_reference(
     return hessian(psi, v0).detach()
 
 
-def block_gradients(net: nn.Sequential, cuts: list[int], x: torch.Tensor, y: torch.Tensor, *, bn: str, loss: str = "cross-entropy") -> list[torch.Tensor]:
+def block_gradients(
+    net: nn.Sequential,
+    cuts: list[int],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    bn: str,
+    loss: str = "cross-entropy",
+) -> list[torch.Tensor]:
     """dL/dz_b at the block outputs ``net[:cut]`` for each cut, by plain autograd."""
     net = _mode(net, bn)
     zs = []

@@ -95,7 +95,9 @@ def nonlinear_weight_hessian(
     return torch.cat([torch.cat([ww, wb], 1), torch.cat([wb.T, bb], 1)], 0)
 
 
-def relu_active_units(weight: torch.Tensor, bias: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
+def relu_active_units(
+    weight: torch.Tensor, bias: torch.Tensor | None, z: torch.Tensor
+) -> torch.Tensor:
     """Number of active ReLU units per sample: an upper bound on ``rank(W^T D_i W)`` (equal to it
     when the active rows of W are linearly independent, e.g. orthogonal W)."""
     _, _, u = _pre(weight, bias, z)

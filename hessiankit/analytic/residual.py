@@ -49,7 +49,9 @@ def residual_input_hessian(branch_jacobian: torch.Tensor) -> torch.Tensor:
     A = as64(branch_jacobian)
     assert A is not None
     if A.shape[0] != A.shape[1]:
-        raise OperatorError(f"a skip connection needs a square branch Jacobian, got {tuple(A.shape)}")
+        raise OperatorError(
+            f"a skip connection needs a square branch Jacobian, got {tuple(A.shape)}"
+        )
     M = torch.eye(A.shape[0], dtype=A.dtype) + A
     return M.T @ M
 

@@ -79,9 +79,19 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Parameter-free modules whose Jacobian selects entries (0/1 rows): their effect on the traces is
 # the fraction of the pre-activation entries that reach the block output (see activation_gain).
 _SELECTING = (
-    nn.ReLU, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    nn.Flatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.ReLU,
+    nn.Identity,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.Flatten,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
 )
 
 
@@ -163,12 +173,17 @@ def _geometry(conv: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...], tuple[
             f"{getattr(conv, 'groups', '?')}/{getattr(conv, 'padding_mode', '?')}; use method='trace'"
         )
     if isinstance(conv.padding, str):
-        raise OperatorError("no closed form for string padding ('same'/'valid'); use method='trace'")
+        raise OperatorError(
+            "no closed form for string padding ('same'/'valid'); use method='trace'"
+        )
     return tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation)
 
 
 def _tap_counts(
-    size: Sequence[int], kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+    size: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
     dilation: Sequence[int],
 ) -> torch.Tensor:
     """For each kernel tap, how many output positions read an in-range (non-padding) input."""
@@ -341,8 +356,12 @@ def batchnorm_m_z(
 
 
 _AVG_POOL = (
-    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
 )
 
 
@@ -371,7 +390,11 @@ def _modules(capture: BlockCapture, block: Block) -> list[tuple[str, nn.Module]]
 
 def main_weight_name(capture_or_model: BlockCapture | nn.Module, block: Block) -> str | None:
     """The model's name of the block's main weight (first ``Linear``/``Conv`` weight), if any."""
-    model = capture_or_model.split.model if isinstance(capture_or_model, BlockCapture) else capture_or_model
+    model = (
+        capture_or_model.split.model
+        if isinstance(capture_or_model, BlockCapture)
+        else capture_or_model
+    )
     named = dict(model.named_modules())
     for n in block.module_names:
         mod = named.get(n)
@@ -398,7 +421,10 @@ class _WeightsGN(SymmetricOperator):
 
         super().__init__(sum(p.numel() for p in primals), state.dtype, primals[0].device)
         self._engine = GaussNewtonEngine(
-            f, primals, scale=1.0 / capture.batch_size, backend="double-backprop",
+            f,
+            primals,
+            scale=1.0 / capture.batch_size,
+            backend="double-backprop",
             what=f"block {block.index} ({block.name}) w.r.t. {', '.join(names)}",
         )
 
@@ -406,7 +432,9 @@ class _WeightsGN(SymmetricOperator):
         return self._engine.matmat(V)
 
 
-def _estimate(op: SymmetricOperator, method: str, num_products: int, seed: int) -> tuple[float, float]:
+def _estimate(
+    op: SymmetricOperator, method: str, num_products: int, seed: int
+) -> tuple[float, float]:
     from hessiankit.solvers.power import power_iteration
     from hessiankit.solvers.trace import hutch_plus_plus
 
@@ -433,7 +461,9 @@ def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, flo
         elif is_batchnorm(mod) and main is not None and bn is None:
             bn = mod
         elif list(mod.children()) or isinstance(mod, _SELECTING):
-            selecting_after = selecting_after or (main is not None and not isinstance(mod, (nn.Flatten, nn.Identity)))
+            selecting_after = selecting_after or (
+                main is not None and not isinstance(mod, (nn.Flatten, nn.Identity))
+            )
             tail.append(mod)
             continue
         elif isinstance(mod, _AVG_POOL) and main is not None:
@@ -481,7 +511,12 @@ def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, flo
     if is_conv:
         m_w = batchnorm_m_w(weight, gamma, input_variance=s2, eps=eps, positions=positions)
         m_z = batchnorm_m_z(
-            weight, gamma, s2, eps=eps, conv=main, input_size=spatial,
+            weight,
+            gamma,
+            s2,
+            eps=eps,
+            conv=main,
+            input_size=spatial,
             batch_entries=capture.batch_size * positions,
         )
     else:
@@ -492,7 +527,11 @@ def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, flo
 
 
 def _check_avg_pools(
-    tail: list[nn.Module], weight: torch.Tensor, main: nn.Module, spatial: Sequence[int], block: Block
+    tail: list[nn.Module],
+    weight: torch.Tensor,
+    main: nn.Module,
+    spatial: Sequence[int],
+    block: Block,
 ) -> None:
     """Average pooling is allowed in a closed-form block only where it leaves the shape alone."""
     if not any(isinstance(t, _AVG_POOL) for t in tail):
@@ -549,7 +588,9 @@ def block_scales(
         OperatorError: unknown method, or no closed form for a block.
     """
     if method not in ("trace", "closed-form", "lambda-max"):
-        raise OperatorError(f"unknown method {method!r}; use 'trace', 'closed-form' or 'lambda-max'")
+        raise OperatorError(
+            f"unknown method {method!r}; use 'trace', 'closed-form' or 'lambda-max'"
+        )
     if params not in ("main", "all"):
         raise OperatorError(f"unknown params {params!r}; use 'main' or 'all'")
     if method == "closed-form" and params != "main":

@@ -182,7 +182,9 @@ def capture(
                     f"({block.name}): {str(exc).splitlines()[0]}; check --input-shape / the data"
                 ) from None
             if not torch.is_tensor(z) or not z.is_floating_point():
-                raise DataError(f"block {block.index} ({block.name}) does not return a float tensor")
+                raise DataError(
+                    f"block {block.index} ({block.name}) does not return a float tensor"
+                )
             if not bool(torch.isfinite(z).all()):
                 raise NumericalError(
                     f"block {block.index} ({block.name}) produces NaN/Inf activations; check the "
@@ -198,8 +200,7 @@ def capture(
             out = loss(zs[-1], y)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise DataError(
-                f"labels of shape {tuple(y.shape)} do not fit the loss: "
-                f"{str(exc).splitlines()[0]}"
+                f"labels of shape {tuple(y.shape)} do not fit the loss: {str(exc).splitlines()[0]}"
             ) from None
         if out.ndim != 0:
             raise DataError("loss_fn must return a scalar (the mean over the batch)")
@@ -207,7 +208,9 @@ def capture(
             raise NumericalError("the loss is NaN/Inf on this batch; check labels and weights")
         needs = [z for z in zs[1:] if z.requires_grad]
         if len(needs) != len(zs) - 1:
-            raise DataError("a block output does not depend on the input; the model is not differentiable")
+            raise DataError(
+                "a block output does not depend on the input; the model is not differentiable"
+            )
         grads = tuple(g.detach() for g in torch.autograd.grad(out, needs))
         value = float(out.detach())
     acts = tuple(z.detach() for z in zs)

@@ -212,7 +212,7 @@ def _group_explicit(segments: list[Segment], specs: list[list[str]]) -> list[lis
         if not hits:
             raise BlockError(f"block {spec} runs no module of the traced model; check the paths")
         ranges.append((min(hits), max(hits)))
-    for (a0, a1), (b0, b1), spec in zip(ranges, ranges[1:], specs[1:]):
+    for (_, a1), (b0, _), spec in zip(ranges, ranges[1:], specs[1:]):
         if b0 <= a1:
             raise BlockError(
                 f"block {spec} overlaps or precedes the block before it, or a block boundary "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass, field
 
-import torch
 import torch.fx as fx
 from torch import nn
 
@@ -46,11 +45,7 @@ class _UnitTracer(fx.Tracer):
         self.expand = expand
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self.expand:
-            return False
-        if isinstance(m, _CONTAINERS):
-            return False
-        return True
+        return module_qualified_name not in self.expand and not isinstance(m, _CONTAINERS)
 
 
 @dataclass
@@ -138,9 +133,7 @@ def trace_chain(model: nn.Module, expand: frozenset[str] = frozenset()) -> Trace
         )
     output = next(n for n in nodes if n.op == "output")
     if not isinstance(output.args[0], fx.Node):
-        raise BlockError(
-            f"{type(model).__name__}.forward must return one tensor, not a container"
-        )
+        raise BlockError(f"{type(model).__name__}.forward must return one tensor, not a container")
     # Activation nodes in execution order; get_attr and shape queries ride with their users.
     chain = [n for n in nodes if n.op not in ("get_attr", "output") and not _is_meta(n)]
     pos = {n: i for i, n in enumerate(chain)}
@@ -168,7 +161,9 @@ def trace_chain(model: nn.Module, expand: frozenset[str] = frozenset()) -> Trace
     # Assign meta and get_attr nodes to the segment of their first user.
     segments: list[Segment] = []
     for a, b in zip(cuts[:-1], cuts[1:]):
-        segments.append(Segment(nodes=chain[a + 1 : b + 1], input_node=chain[a], output_node=chain[b]))
+        segments.append(
+            Segment(nodes=chain[a + 1 : b + 1], input_node=chain[a], output_node=chain[b])
+        )
     seg_of = {n: s for s in segments for n in s.nodes}
     for n in nodes:
         if n.op == "get_attr" or _is_meta(n):

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _commands():
         p = sub.add_parser(
-            module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+            module.NAME,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)

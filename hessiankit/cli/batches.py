@@ -80,7 +80,9 @@ class Reporting(SymmetricOperator):
     """``op`` itself, calling ``report(products_so_far, total)`` after every product (progress
     bars for every method, the dense one included: its total is the dimension)."""
 
-    def __init__(self, op: SymmetricOperator, report: Callable[[int, int | None], None], total: int | None) -> None:
+    def __init__(
+        self, op: SymmetricOperator, report: Callable[[int, int | None], None], total: int | None
+    ) -> None:
         super().__init__(op.dim, op.dtype, op.device)
         self.op = op
         self.is_psd = op.is_psd

@@ -38,33 +38,52 @@ def run(args: argparse.Namespace) -> int:
     cap = capture(split, x, None, bn=args.bn, dtype=common.resolve_dtype(args.dtype))
     rows: list[dict[str, Any]] = []
     for b in split:
-        rows.append({
-            "block": b.index,
-            "name": b.name,
-            "modules": list(b.module_names),
-            "num_params": b.num_params,
-            "input_shape": list(cap.block_input(b).shape[1:]),
-            "output_shape": list(cap.block_output(b).shape[1:]),
-            "has_bn": b.has_bn,
-            "has_skip": b.has_skip,
-        })
-    common.out(args, f"model: {info.label} ({len(split)} blocks, {sum(r['num_params'] for r in rows)} weights)")
+        rows.append(
+            {
+                "block": b.index,
+                "name": b.name,
+                "modules": list(b.module_names),
+                "num_params": b.num_params,
+                "input_shape": list(cap.block_input(b).shape[1:]),
+                "output_shape": list(cap.block_output(b).shape[1:]),
+                "has_bn": b.has_bn,
+                "has_skip": b.has_skip,
+            }
+        )
+    common.out(
+        args,
+        f"model: {info.label} ({len(split)} blocks, {sum(r['num_params'] for r in rows)} weights)",
+    )
     common.out(args, f"data: {_describe_data(data.description)}")
     common.out(args)
     table = [
-        [r["block"], r["name"], _modules(r["modules"]), r["num_params"], _shape(r["input_shape"]),
-         _shape(r["output_shape"]), "yes" if r["has_bn"] else "no", "yes" if r["has_skip"] else "no"]
+        [
+            r["block"],
+            r["name"],
+            _modules(r["modules"]),
+            r["num_params"],
+            _shape(r["input_shape"]),
+            _shape(r["output_shape"]),
+            "yes" if r["has_bn"] else "no",
+            "yes" if r["has_skip"] else "no",
+        ]
         for r in rows
     ]
     headers = ["block", "name", "modules", "params", "input", "output", "bn", "skip"]
-    common.out(args, common.format_table(headers, table, [True, False, False, True, False, False, False, False]))
-    common.emit_json(args, {
-        "model": info.label,
-        "source": info.source,
-        **data.description,
-        **common.versions(),
-        "blocks": rows,
-    })
+    common.out(
+        args,
+        common.format_table(headers, table, [True, False, False, True, False, False, False, False]),
+    )
+    common.emit_json(
+        args,
+        {
+            "model": info.label,
+            "source": info.source,
+            **data.description,
+            **common.versions(),
+            "blocks": rows,
+        },
+    )
     return 0
 
 

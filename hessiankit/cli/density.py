@@ -30,34 +30,70 @@ DESCRIPTION = __doc__
 
 def add_operator_arguments(p: argparse.ArgumentParser) -> None:
     """``--wrt``, ``--kind``, ``--eta`` (as ``hessiankit spectrum``)."""
-    p.add_argument("--wrt", choices=("weights", "input"), default="weights",
-                   help="differentiate w.r.t. the block's weights (default) or its input")
-    p.add_argument("--kind", choices=("gauss-newton", "exact", "loss"), default="gauss-newton",
-                   help="gauss-newton (default; no labels needed), exact (back-matching loss Hessian "
-                   "with target z_b - eta g_b) or loss (training-loss Hessian)")
-    p.add_argument("--eta", type=float, default=1.0,
-                   help="step size eta of the back-matching target, for --kind exact (default 1.0)")
+    p.add_argument(
+        "--wrt",
+        choices=("weights", "input"),
+        default="weights",
+        help="differentiate w.r.t. the block's weights (default) or its input",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("gauss-newton", "exact", "loss"),
+        default="gauss-newton",
+        help="gauss-newton (default; no labels needed), exact (back-matching loss Hessian "
+        "with target z_b - eta g_b) or loss (training-loss Hessian)",
+    )
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=1.0,
+        help="step size eta of the back-matching target, for --kind exact (default 1.0)",
+    )
 
 
 def add_density_arguments(p: argparse.ArgumentParser) -> None:
     """``--probes``, ``--steps``."""
-    p.add_argument("--probes", type=_positive, default=8, metavar="P",
-                   help="Rademacher probe vectors (default 8; the error falls like 1/sqrt(P))")
-    p.add_argument("--steps", type=_positive, default=80, metavar="M",
-                   help="Lanczos steps per probe (default 80; capped at the dimension)")
+    p.add_argument(
+        "--probes",
+        type=_positive,
+        default=8,
+        metavar="P",
+        help="Rademacher probe vectors (default 8; the error falls like 1/sqrt(P))",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive,
+        default=80,
+        metavar="M",
+        help="Lanczos steps per probe (default 80; capped at the dimension)",
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_model_arguments(p)
-    p.add_argument("--block", required=True, metavar="B",
-                   help="block index (from 1, see `hessiankit blocks`), a module path, or 'model'")
+    p.add_argument(
+        "--block",
+        required=True,
+        metavar="B",
+        help="block index (from 1, see `hessiankit blocks`), a module path, or 'model'",
+    )
     add_operator_arguments(p)
     add_density_arguments(p)
-    p.add_argument("--sigma", type=_positive_float, metavar="S",
-                   help="kernel width on lambda (default: spread of the nodes / steps)")
-    p.add_argument("--log-sigma", type=_positive_float, metavar="S",
-                   help="kernel width on log10|lambda| in decades (default: spread / steps)")
-    p.add_argument("--plot", metavar="PATH", help="write the density figure to PATH.png and PATH.svg")
+    p.add_argument(
+        "--sigma",
+        type=_positive_float,
+        metavar="S",
+        help="kernel width on lambda (default: spread of the nodes / steps)",
+    )
+    p.add_argument(
+        "--log-sigma",
+        type=_positive_float,
+        metavar="S",
+        help="kernel width on log10|lambda| in decades (default: spread / steps)",
+    )
+    p.add_argument(
+        "--plot", metavar="PATH", help="write the density figure to PATH.png and PATH.svg"
+    )
     common.add_data_arguments(p)
     common.add_compute_arguments(p)
     common.add_output_arguments(p)
@@ -92,7 +128,9 @@ def check_output(path: str, option: str) -> Path:
         raise OutputError(f"{option} {str(p)!r} is a directory; give a file name")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
-        raise OutputError(f"cannot write {str(p)!r}: folder {str(parent)!r} does not exist; create it first")
+        raise OutputError(
+            f"cannot write {str(p)!r}: folder {str(parent)!r} does not exist; create it first"
+        )
     return p
 
 
@@ -148,20 +186,35 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_output(args.plot, "--plot")
     if args.block == "all":
-        raise OperatorError("density takes one block; give --block B (use `hessiankit report` for all)")
+        raise OperatorError(
+            "density takes one block; give --block B (use `hessiankit report` for all)"
+        )
     prep = build_operators(args)
     info, data = prep.info, prep.data
     block = prep.split.whole_model() if args.block == "model" else prep.split.block(args.block)
     op = prep.make(block)
     with common.progress(args, None, f"block {block.index} SLQ", unit="product") as bar:
-        d = slq(op, num_probes=args.probes, num_steps=args.steps, seed=args.seed,
-                sigma=args.sigma, log_sigma=args.log_sigma, progress=bar)
+        d = slq(
+            op,
+            num_probes=args.probes,
+            num_steps=args.steps,
+            seed=args.seed,
+            sigma=args.sigma,
+            log_sigma=args.log_sigma,
+            progress=bar,
+        )
     m1, s1 = d.moment(1)
     m2, s2 = d.moment(2)
-    common.out(args, f"block {block.index} ({block.name}): {args.kind} w.r.t. {args.wrt}, dimension {d.dimension}")
+    common.out(
+        args,
+        f"block {block.index} ({block.name}): {args.kind} w.r.t. {args.wrt}, dimension {d.dimension}",
+    )
     common.out(args, f"model: {info.label}; bn {args.bn}; {args.dtype}; seed {args.seed}")
-    common.out(args, f"SLQ: {d.num_probes} probes x {d.num_steps} steps, {d.num_products} products, "
-                     f"{d.seconds:.2f} s, reorthogonalized {'yes' if d.reorthogonalized else 'no'}")
+    common.out(
+        args,
+        f"SLQ: {d.num_probes} probes x {d.num_steps} steps, {d.num_products} products, "
+        f"{d.seconds:.2f} s, reorthogonalized {'yes' if d.reorthogonalized else 'no'}",
+    )
     common.out(args)
     rows = [
         ["mean eigenvalue (trace/n)", f"{m1:.6e}", f"{s1:.1e}"],
@@ -174,7 +227,10 @@ def run(args: argparse.Namespace) -> int:
         ["kernel width (lambda)", f"{d.linear.sigma:.3e}", ""],
         ["kernel width (log10|lambda|)", f"{d.log.sigma:.3e}", "decades"],
     ]
-    common.out(args, common.format_table(["quantity", "estimate", "std. error"], rows, [False, True, False]))
+    common.out(
+        args,
+        common.format_table(["quantity", "estimate", "std. error"], rows, [False, True, False]),
+    )
     if args.plot:
         from hessiankit.plots import plot_density, save_figure
 
@@ -182,10 +238,18 @@ def run(args: argparse.Namespace) -> int:
         common.out(args, "wrote " + ", ".join(str(p) for p in paths))
     record = {
         **d.to_dict(),
-        "block": block.index, "name": block.name, "wrt": args.wrt, "kind": args.kind,
-        "eta": args.eta if args.kind == "exact" else None, "bn": args.bn, "dtype": args.dtype,
-        "seed": args.seed, "model": info.label, "model_source": info.source,
-        **data.description, **common.versions(),
+        "block": block.index,
+        "name": block.name,
+        "wrt": args.wrt,
+        "kind": args.kind,
+        "eta": args.eta if args.kind == "exact" else None,
+        "bn": args.bn,
+        "dtype": args.dtype,
+        "seed": args.seed,
+        "model": info.label,
+        "model_source": info.source,
+        **data.description,
+        **common.versions(),
     }
     common.emit_json(args, record)
     return 0

@@ -46,21 +46,58 @@ def _count(text: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_model_arguments(p)
-    p.add_argument("--blocks", default="all", metavar="LIST",
-                   help="'all' (default) or a comma list of block indices / module paths, e.g. 1,3")
+    p.add_argument(
+        "--blocks",
+        default="all",
+        metavar="LIST",
+        help="'all' (default) or a comma list of block indices / module paths, e.g. 1,3",
+    )
     add_operator_arguments(p)
-    p.add_argument("--top", type=_count, default=10, metavar="K", help="largest eigenvalues per block (default 10)")
-    p.add_argument("--bottom", type=_count, default=1, metavar="K",
-                   help="smallest eigenvalues, on the range for PSD operators (default 1)")
-    p.add_argument("--method", choices=("auto", "lanczos", "power", "dense"), default="auto",
-                   help="auto (default): dense eigh up to dimension 1024, else block Lanczos")
-    p.add_argument("--tol", type=float, default=1e-6, help="relative tolerance of iterative methods (default 1e-6)")
-    p.add_argument("--rank-rtol", type=float, metavar="R",
-                   help="eigenvalues below R * max|lambda| count as zero (default 10 sqrt(n) eps)")
-    p.add_argument("--trace-method", choices=("hutch++", "hutchinson"), default="hutch++",
-                   help="trace estimator (default hutch++)")
-    p.add_argument("--trace-products", type=int, default=60, metavar="N",
-                   help="operator products for the trace (default 60)")
+    p.add_argument(
+        "--top",
+        type=_count,
+        default=10,
+        metavar="K",
+        help="largest eigenvalues per block (default 10)",
+    )
+    p.add_argument(
+        "--bottom",
+        type=_count,
+        default=1,
+        metavar="K",
+        help="smallest eigenvalues, on the range for PSD operators (default 1)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("auto", "lanczos", "power", "dense"),
+        default="auto",
+        help="auto (default): dense eigh up to dimension 1024, else block Lanczos",
+    )
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=1e-6,
+        help="relative tolerance of iterative methods (default 1e-6)",
+    )
+    p.add_argument(
+        "--rank-rtol",
+        type=float,
+        metavar="R",
+        help="eigenvalues below R * max|lambda| count as zero (default 10 sqrt(n) eps)",
+    )
+    p.add_argument(
+        "--trace-method",
+        choices=("hutch++", "hutchinson"),
+        default="hutch++",
+        help="trace estimator (default hutch++)",
+    )
+    p.add_argument(
+        "--trace-products",
+        type=int,
+        default=60,
+        metavar="N",
+        help="operator products for the trace (default 60)",
+    )
     add_density_arguments(p)
     p.add_argument("--no-density", action="store_true", help="skip the SLQ spectral density")
     p.add_argument("--format", choices=("html", "md"), default="html", help="html (default) or md")
@@ -90,15 +127,19 @@ def run(args: argparse.Namespace) -> int:
         raise OperatorError("ask for at least one eigenvalue: --top 1 or --bottom 1")
     if args.trace_products < 6:
         raise OperatorError(f"--trace-products must be at least 6, got {args.trace_products}")
-    blocks: str | list[str] = "all" if args.blocks == "all" else [b.strip() for b in args.blocks.split(",") if b.strip()]
+    blocks: str | list[str] = (
+        "all" if args.blocks == "all" else [b.strip() for b in args.blocks.split(",") if b.strip()]
+    )
     if not blocks:
         raise OperatorError("--blocks is empty; give 'all' or block indices like 1,3")
     start = time.perf_counter()
     prep = build_operators(args)
     chosen = list(prep.split) if blocks == "all" else [prep.split.block(b) for b in blocks]
     stages = 2 + (0 if args.no_density else 1)
-    with common.progress(args, stages * len(chosen), "report", unit="stage") as outer, \
-            common.progress(args, None, "products", unit="product") as inner:
+    with (
+        common.progress(args, stages * len(chosen), "report", unit="stage") as outer,
+        common.progress(args, None, "products", unit="product") as inner,
+    ):
         done = [0]
 
         def stage(message: str) -> None:
@@ -109,11 +150,24 @@ def run(args: argparse.Namespace) -> int:
                 inner.bar.reset(total=None)
 
         analyses = analyse_blocks(
-            prep.captures[0], [b.index for b in chosen], wrt=args.wrt, kind=args.kind, eta=args.eta,
-            top=args.top, bottom=args.bottom, method=args.method, tol=args.tol,
-            trace_method=args.trace_method, trace_products=args.trace_products,
-            density=not args.no_density, density_probes=args.probes, density_steps=args.steps,
-            seed=args.seed, progress=stage, product_progress=inner, make_operator=prep.make,
+            prep.captures[0],
+            [b.index for b in chosen],
+            wrt=args.wrt,
+            kind=args.kind,
+            eta=args.eta,
+            top=args.top,
+            bottom=args.bottom,
+            method=args.method,
+            tol=args.tol,
+            trace_method=args.trace_method,
+            trace_products=args.trace_products,
+            density=not args.no_density,
+            density_probes=args.probes,
+            density_steps=args.steps,
+            seed=args.seed,
+            progress=stage,
+            product_progress=inner,
+            make_operator=prep.make,
             options={} if args.rank_rtol is None else {"rank_rtol": args.rank_rtol},
         )
     settings = run_settings(
@@ -121,8 +175,14 @@ def run(args: argparse.Namespace) -> int:
         model=prep.info.label,
         model_source=prep.info.source,
         **prep.data.description,
-        wrt=args.wrt, kind=args.kind, eta=args.eta if args.kind == "exact" else None,
-        method=args.method, tol=args.tol, rank_rtol=args.rank_rtol, seed=args.seed, device=str(prep.captures[0].activations[0].device),
+        wrt=args.wrt,
+        kind=args.kind,
+        eta=args.eta if args.kind == "exact" else None,
+        method=args.method,
+        tol=args.tol,
+        rank_rtol=args.rank_rtol,
+        seed=args.seed,
+        device=str(prep.captures[0].activations[0].device),
         seconds=round(time.perf_counter() - start, 2),
     )
     report = Report(args.title or f"hessiankit report: {prep.info.label}", settings, analyses)
@@ -140,5 +200,8 @@ def run(args: argparse.Namespace) -> int:
     for b in report.blocks:
         for w in b.warnings:
             common.note(args, f"block {b.index}: {w}")
-    common.out(args, f"wrote {written[-1]}" + (f" (+ {len(written) - 1} files)" if len(written) > 1 else ""))
+    common.out(
+        args,
+        f"wrote {written[-1]}" + (f" (+ {len(written) - 1} files)" if len(written) > 1 else ""),
+    )
     return 0

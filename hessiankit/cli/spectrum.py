@@ -42,23 +42,53 @@ _KIND_WORDS = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_model_arguments(p)
     p.add_argument(
-        "--block", default="all", metavar="B",
+        "--block",
+        default="all",
+        metavar="B",
         help="block index (from 1, see `hessiankit blocks`), a module path, 'all' (every block, one "
         "row each; default) or 'model' (the whole network as one block)",
     )
-    p.add_argument("--wrt", choices=("weights", "input"), default="weights",
-                   help="differentiate w.r.t. the block's weights (default) or its input")
-    p.add_argument("--kind", choices=("gauss-newton", "exact", "loss"), default="gauss-newton",
-                   help="gauss-newton (default; no labels needed), exact (back-matching loss Hessian "
-                   "with target z_b - eta g_b) or loss (training-loss Hessian)")
-    p.add_argument("--eta", type=float, default=1.0,
-                   help="step size eta of the back-matching target, for --kind exact (default 1.0)")
-    p.add_argument("--top", type=_count, default=10, metavar="K", help="largest eigenvalues (default 10)")
-    p.add_argument("--bottom", type=_count, default=1, metavar="K",
-                   help="smallest eigenvalues, on the range for PSD operators (default 1)")
-    p.add_argument("--method", choices=("auto", "lanczos", "power", "dense"), default="auto",
-                   help="auto (default): dense eigh up to dimension 1024, else block Lanczos")
-    p.add_argument("--tol", type=float, default=1e-6, help="relative tolerance of iterative methods (default 1e-6)")
+    p.add_argument(
+        "--wrt",
+        choices=("weights", "input"),
+        default="weights",
+        help="differentiate w.r.t. the block's weights (default) or its input",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("gauss-newton", "exact", "loss"),
+        default="gauss-newton",
+        help="gauss-newton (default; no labels needed), exact (back-matching loss Hessian "
+        "with target z_b - eta g_b) or loss (training-loss Hessian)",
+    )
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=1.0,
+        help="step size eta of the back-matching target, for --kind exact (default 1.0)",
+    )
+    p.add_argument(
+        "--top", type=_count, default=10, metavar="K", help="largest eigenvalues (default 10)"
+    )
+    p.add_argument(
+        "--bottom",
+        type=_count,
+        default=1,
+        metavar="K",
+        help="smallest eigenvalues, on the range for PSD operators (default 1)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("auto", "lanczos", "power", "dense"),
+        default="auto",
+        help="auto (default): dense eigh up to dimension 1024, else block Lanczos",
+    )
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=1e-6,
+        help="relative tolerance of iterative methods (default 1e-6)",
+    )
     common.add_data_arguments(p)
     common.add_compute_arguments(p)
     common.add_output_arguments(p)
@@ -103,17 +133,25 @@ def run(args: argparse.Namespace) -> int:
     ]
     capture_seconds = time.perf_counter() - start
     records = []
-    with common.progress(args, len(targets) if len(targets) > 1 else 0, "blocks", unit="block") as outer:
+    with common.progress(
+        args, len(targets) if len(targets) > 1 else 0, "blocks", unit="block"
+    ) as outer:
         for block in targets:
             ops = [
-                hessian_operator(cap, block, wrt=args.wrt, kind=args.kind, eta=args.eta) for cap in caps
+                hessian_operator(cap, block, wrt=args.wrt, kind=args.kind, eta=args.eta)
+                for cap in caps
             ]
             op = combine_batches(ops, args.wrt)
             dense = args.method == "dense" or (args.method == "auto" and op.dim <= 1024)
             with common.progress(args, None, f"block {block.index}", unit="product") as bar:
                 res = spectrum(
-                    Reporting(op, bar, op.dim if dense else None), top=args.top, bottom=args.bottom,
-                    method=args.method, tol=args.tol, seed=args.seed, max_dense_bytes=_dense_limit(),
+                    Reporting(op, bar, op.dim if dense else None),
+                    top=args.top,
+                    bottom=args.bottom,
+                    method=args.method,
+                    tol=args.tol,
+                    seed=args.seed,
+                    max_dense_bytes=_dense_limit(),
                 )
             records.append(_record(args, info, data, block, res, loss))
             outer.update()
@@ -121,7 +159,10 @@ def run(args: argparse.Namespace) -> int:
         _print_one(args, info, data, records[0])
     else:
         _print_all(args, info, data, records)
-    common.out(args, f"(capture {capture_seconds:.2f} s; {len(caps)} batch(es) of {data.description['batch_size']})")
+    common.out(
+        args,
+        f"(capture {capture_seconds:.2f} s; {len(caps)} batch(es) of {data.description['batch_size']})",
+    )
     common.emit_json(args, records[0] if args.block != "all" else records)
     return 0
 
@@ -146,8 +187,12 @@ def _dense_limit() -> int:
 
 
 def _record(
-    args: argparse.Namespace, info: common.ModelInfo, data: common.Batches, block: Block,
-    res: SpectrumResult, loss: str,
+    args: argparse.Namespace,
+    info: common.ModelInfo,
+    data: common.Batches,
+    block: Block,
+    res: SpectrumResult,
+    loss: str,
 ) -> dict[str, Any]:
     d = res.to_dict()
     d.update(
@@ -172,11 +217,16 @@ def _flag(ok: object) -> str:
     return "yes" if ok else "NO"
 
 
-def _print_one(args: argparse.Namespace, info: common.ModelInfo, data: common.Batches, r: dict[str, Any]) -> None:
+def _print_one(
+    args: argparse.Namespace, info: common.ModelInfo, data: common.Batches, r: dict[str, Any]
+) -> None:
     what = _KIND_WORDS[str(r["kind"])] + (f" (eta={r['eta']})" if r["kind"] == "exact" else "")
     common.out(args, f"block {r['block']} ({r['name']}): {what} w.r.t. {r['wrt']}")
     common.out(args, f"model: {info.label}; data: {_data_words(data)}; bn {r['bn']}; {r['dtype']}")
-    common.out(args, f"dimension {r['dimension']}, method {r['method']}, {r['num_products']} products, {r['seconds']:.2f} s")
+    common.out(
+        args,
+        f"dimension {r['dimension']}, method {r['method']}, {r['num_products']} products, {r['seconds']:.2f} s",
+    )
     common.out(args)
     rows = [
         [i + 1, common.fmt(v, ".10e"), common.fmt(res, ".1e"), _flag(c)]
@@ -184,48 +234,101 @@ def _print_one(args: argparse.Namespace, info: common.ModelInfo, data: common.Ba
     ]
     if rows:
         common.out(args, "largest eigenvalues")
-        common.out(args, common.format_table(["#", "eigenvalue", "residual", "converged"], rows, [True, True, True, False]))
+        common.out(
+            args,
+            common.format_table(
+                ["#", "eigenvalue", "residual", "converged"], rows, [True, True, True, False]
+            ),
+        )
         common.out(args)
     rows = [
         [i + 1, common.fmt(v, ".10e"), common.fmt(res, ".1e"), _flag(c)]
-        for i, (v, res, c) in enumerate(zip(r["smallest"], r["smallest_residuals"], r["smallest_converged"]))
+        for i, (v, res, c) in enumerate(
+            zip(r["smallest"], r["smallest_residuals"], r["smallest_converged"])
+        )
     ]
     if rows:
-        where = f" (on the range: above {r['rank_threshold']:.1e})" if r["smallest_on_range"] else ""
+        where = (
+            f" (on the range: above {r['rank_threshold']:.1e})" if r["smallest_on_range"] else ""
+        )
         common.out(args, "smallest eigenvalues" + where)
-        common.out(args, common.format_table(["#", "eigenvalue", "residual", "converged"], rows, [True, True, True, False]))
+        common.out(
+            args,
+            common.format_table(
+                ["#", "eigenvalue", "residual", "converged"], rows, [True, True, True, False]
+            ),
+        )
         common.out(args)
     rank = "-" if r["rank"] is None else f"{r['rank']} of {r['dimension']}"
     common.out(args, f"lambda_max          {common.fmt(r['lambda_max'])}")
     common.out(args, f"lambda_min_nonzero  {common.fmt(r['lambda_min_nonzero'])}")
     settled = "" if r["condition_converged"] or r["condition_number"] is None else ", NOT converged"
-    common.out(args, f"condition number    {common.fmt(r['condition_number'])} (on the range{settled})")
+    common.out(
+        args, f"condition number    {common.fmt(r['condition_number'])} (on the range{settled})"
+    )
     common.out(args, f"rank                {rank}")
     if r["condition_note"]:
         common.out(args, f"note: {r['condition_note']}")
 
 
-def _print_all(args: argparse.Namespace, info: common.ModelInfo, data: common.Batches, records: list[dict[str, Any]]) -> None:
+def _print_all(
+    args: argparse.Namespace,
+    info: common.ModelInfo,
+    data: common.Batches,
+    records: list[dict[str, Any]],
+) -> None:
     r0 = records[0]
     what = _KIND_WORDS[str(r0["kind"])] + (f" (eta={r0['eta']})" if r0["kind"] == "exact" else "")
-    common.out(args, f"{what} w.r.t. {r0['wrt']}, every block; top {args.top}, bottom {args.bottom}")
-    common.out(args, f"model: {info.label}; data: {_data_words(data)}; bn {r0['bn']}; {r0['dtype']}")
+    common.out(
+        args, f"{what} w.r.t. {r0['wrt']}, every block; top {args.top}, bottom {args.bottom}"
+    )
+    common.out(
+        args, f"model: {info.label}; data: {_data_words(data)}; bn {r0['bn']}; {r0['dtype']}"
+    )
     common.out(args)
     rows = []
     for r in records:
         conv = bool(all(r["converged"]) and all(r["smallest_converged"]))
-        rows.append([
-            r["block"], r["name"], r["dimension"], r["method"],
-            common.fmt(r["lambda_max"]),
-            common.fmt(r["lambda_min_nonzero"]),
-            common.fmt(r["condition_number"], ".3e"),
-            "-" if r["rank"] is None else r["rank"],
-            common.fmt(max(list(r["residuals"]) + list(r["smallest_residuals"]) or [0.0]), ".1e"),
-            _flag(conv), r["num_products"], f"{r['seconds']:.2f}",
-        ])
-    headers = ["block", "name", "dim", "method", "lambda_max", "lambda_min>0", "kappa", "rank",
-               "max resid", "conv", "products", "seconds"]
-    common.out(args, common.format_table(headers, rows, [True, False, True, False, True, True, True, True, True, False, True, True]))
+        rows.append(
+            [
+                r["block"],
+                r["name"],
+                r["dimension"],
+                r["method"],
+                common.fmt(r["lambda_max"]),
+                common.fmt(r["lambda_min_nonzero"]),
+                common.fmt(r["condition_number"], ".3e"),
+                "-" if r["rank"] is None else r["rank"],
+                common.fmt(
+                    max(list(r["residuals"]) + list(r["smallest_residuals"]) or [0.0]), ".1e"
+                ),
+                _flag(conv),
+                r["num_products"],
+                f"{r['seconds']:.2f}",
+            ]
+        )
+    headers = [
+        "block",
+        "name",
+        "dim",
+        "method",
+        "lambda_max",
+        "lambda_min>0",
+        "kappa",
+        "rank",
+        "max resid",
+        "conv",
+        "products",
+        "seconds",
+    ]
+    common.out(
+        args,
+        common.format_table(
+            headers,
+            rows,
+            [True, False, True, False, True, True, True, True, True, False, True, True],
+        ),
+    )
 
 
 def _data_words(data: common.Batches) -> str:

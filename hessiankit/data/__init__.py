@@ -85,7 +85,9 @@ def load_dataset(
     gen = torch.Generator().manual_seed(int(seed))
     if name == "synthetic":
         if input_shape is None:
-            raise DataError("the synthetic data set needs an input shape; give --input-shape, e.g. 3,32,32")
+            raise DataError(
+                "the synthetic data set needs an input shape; give --input-shape, e.g. 3,32,32"
+            )
         m = 256 if num_samples is None else int(num_samples)
         shape = tuple(int(s) for s in input_shape)
         x = torch.randn((m, *shape), generator=gen, dtype=torch.float32)

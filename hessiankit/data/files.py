@@ -34,14 +34,18 @@ def load_data_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]
     elif suffix in (".pt", ".pth"):
         x, y = _pt(p)
     else:
-        raise DataError(f"data file {p.name!r} is neither .pt nor .npz; save x (and y) in one of those")
+        raise DataError(
+            f"data file {p.name!r} is neither .pt nor .npz; save x (and y) in one of those"
+        )
     if not x.is_floating_point():
         raise DataError(
             f"x in {p.name} has dtype {str(x.dtype).replace('torch.', '')}; store float inputs "
             "(e.g. images scaled to [0, 1])"
         )
     if x.ndim < 2 or x.shape[0] < 1:
-        raise DataError(f"x in {p.name} has shape {tuple(x.shape)}; it needs a batch dimension first")
+        raise DataError(
+            f"x in {p.name} has shape {tuple(x.shape)}; it needs a batch dimension first"
+        )
     if y is not None:
         if y.ndim == 0 or y.shape[0] != x.shape[0]:
             raise DataError(
@@ -71,13 +75,17 @@ def _npz(p: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     try:
         with np.load(p, allow_pickle=False) as f:
             if "x" not in f.files:
-                raise DataError(f"{p.name} has arrays {f.files} but no 'x'; save inputs as x (labels as y)")
+                raise DataError(
+                    f"{p.name} has arrays {f.files} but no 'x'; save inputs as x (labels as y)"
+                )
             x = torch.from_numpy(np.array(f["x"]))
             y = torch.from_numpy(np.array(f["y"])) if "y" in f.files else None
     except DataError:
         raise
     except ValueError as exc:
-        raise DataError(f"{p.name} holds object arrays ({exc}); store plain numeric arrays") from None
+        raise DataError(
+            f"{p.name} holds object arrays ({exc}); store plain numeric arrays"
+        ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"cannot read {p.name} as .npz ({exc}); the file is damaged") from None
     return x, y
@@ -88,7 +96,9 @@ def _pt(p: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         p, error=DataError, fix='save a plain dict of tensors: torch.save({"x": x, "y": y}, path)'
     )
     if not isinstance(obj, dict) or "x" not in obj:
-        raise DataError(f'{p.name} must hold a dict {{"x": Tensor, "y": Tensor}}; got {type(obj).__name__}')
+        raise DataError(
+            f'{p.name} must hold a dict {{"x": Tensor, "y": Tensor}}; got {type(obj).__name__}'
+        )
     x, y = obj["x"], obj.get("y")
     if not torch.is_tensor(x) or (y is not None and not torch.is_tensor(y)):
         raise DataError(f'the "x" and "y" entries of {p.name} must be tensors')

@@ -68,11 +68,9 @@ def fit_to_shape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         elif c == 1:
             x = x.mean(dim=1, keepdim=True)
         else:
-            raise DataError(
-                f"cannot map {x.shape[1]} image channels to {c}; pass data with --data"
-            )
+            raise DataError(f"cannot map {x.shape[1]} image channels to {c}; pass data with --data")
     H, W = x.shape[2], x.shape[3]
-    if (H, W) == (h, w):
+    if (h, w) == (H, W):
         return x.contiguous()
     dh, dw = h - H, w - W
     if dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0 and dh <= H // 4 and dw <= W // 4:

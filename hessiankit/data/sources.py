@@ -87,7 +87,9 @@ def _fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
         with gzip.open(labels) as f:
             lab = f.read()
     except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read Fashion-MNIST from {root}: {exc}; reinstall the package") from None
+        raise DataError(
+            f"cannot read Fashion-MNIST from {root}: {exc}; reinstall the package"
+        ) from None
     n = int.from_bytes(lab[4:8], "big")
     if int.from_bytes(raw[:4], "big") != 2051 or len(raw) != 16 + n * 784 or len(lab) != 8 + n:
         raise DataError(f"the Fashion-MNIST files in {root} are damaged; reinstall the package")

@@ -36,12 +36,16 @@ def check_writable(path: str | Path) -> Path:
         raise OutputError(f"--json {str(p)!r} is a directory; give a file name")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
-        raise OutputError(f"cannot write {str(p)!r}: folder {str(parent)!r} does not exist; create it first")
+        raise OutputError(
+            f"cannot write {str(p)!r}: folder {str(parent)!r} does not exist; create it first"
+        )
     try:
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".hessiankit-", delete=True):
             pass
     except OSError as exc:
-        raise OutputError(f"cannot write to folder {str(parent)!r} ({exc.strerror}); choose another --json path") from None
+        raise OutputError(
+            f"cannot write to folder {str(parent)!r} ({exc.strerror}); choose another --json path"
+        ) from None
     if p.exists() and not os.access(p, os.W_OK):
         raise OutputError(f"cannot overwrite {str(p)!r} (read-only); choose another --json path")
     return p
@@ -70,7 +74,9 @@ def write_json_atomic(path: str | Path, obj: object) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     p = check_writable(path)
     text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", prefix=".hessiankit-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(
+        dir=p.parent if str(p.parent) else ".", prefix=".hessiankit-", suffix=".json"
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -78,7 +78,9 @@ def load_model(
         try:
             scripted = torch.jit.load(str(p), map_location="cpu")  # type: ignore[no-untyped-call]
         except (RuntimeError, OSError, ValueError) as exc:
-            raise ModelLoadError(f"{p.name} is a damaged TorchScript archive ({_line(exc)})") from None
+            raise ModelLoadError(
+                f"{p.name} is a damaged TorchScript archive ({_line(exc)})"
+            ) from None
         return LoadedModel(unscript(scripted, p.name), "torchscript", str(p))
     obj = read_torch_file(p, trust=trust_pickle, fix=_FIX)
     if isinstance(obj, nn.Module):
@@ -116,18 +118,23 @@ def load_arch(spec: str, path: str | Path | None) -> nn.Module:
         raise ModelLoadError(f"--arch {spec!r} is not callable; name a class or a function")
     model = factory()
     if not isinstance(model, nn.Module):
-        raise ModelLoadError(f"--arch {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise ModelLoadError(
+            f"--arch {spec!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
     if path is None:
         return model
     p = Path(path)
     obj = read_torch_file(p, fix="save the weights with torch.save(model.state_dict(), path)")
     state = obj.state_dict() if isinstance(obj, nn.Module) else _state_dict_of(obj)
     if state is None:
-        raise ModelLoadError(f"{p.name} holds no state dict (a dict of tensors); save model.state_dict()")
+        raise ModelLoadError(
+            f"{p.name} holds no state dict (a dict of tensors); save model.state_dict()"
+        )
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         what = (
-            f"lacks {result.missing_keys[0]!r}" if result.missing_keys
+            f"lacks {result.missing_keys[0]!r}"
+            if result.missing_keys
             else f"has {result.unexpected_keys[0]!r}, which the architecture does not"
         )
         n = len(result.missing_keys) + len(result.unexpected_keys)

@@ -39,10 +39,39 @@ _ALLOWED_NAMES = frozenset(f"{c.__module__}.{c.__qualname__}" for c in TORCH_NN_
 # Modules whose callables execute code or touch the system: a GLOBAL from them is a payload.
 _PAYLOAD_MODULES = frozenset(
     [
-        "os", "posix", "nt", "subprocess", "builtins", "__builtin__", "sys", "runpy", "importlib",
-        "shutil", "socket", "pty", "code", "codeop", "webbrowser", "ctypes", "pickle", "marshal",
-        "types", "functools", "operator", "pathlib", "io", "tempfile", "commands", "popen2",
-        "platform", "multiprocessing", "asyncio", "threading", "signal", "urllib", "requests",
+        "os",
+        "posix",
+        "nt",
+        "subprocess",
+        "builtins",
+        "__builtin__",
+        "sys",
+        "runpy",
+        "importlib",
+        "shutil",
+        "socket",
+        "pty",
+        "code",
+        "codeop",
+        "webbrowser",
+        "ctypes",
+        "pickle",
+        "marshal",
+        "types",
+        "functools",
+        "operator",
+        "pathlib",
+        "io",
+        "tempfile",
+        "commands",
+        "popen2",
+        "platform",
+        "multiprocessing",
+        "asyncio",
+        "threading",
+        "signal",
+        "urllib",
+        "requests",
     ]
 )
 
@@ -89,7 +118,9 @@ def read_torch_file(
     if not p.is_file():
         raise error(f"file {str(p)!r} does not exist; check the path")
     if not zipfile.is_zipfile(p) and p.read_bytes()[:1] != b"\x80":
-        raise error(f"{p.name} is not a PyTorch file (neither a torch.save archive nor a pickle); check the path")
+        raise error(
+            f"{p.name} is not a PyTorch file (neither a torch.save archive nor a pickle); check the path"
+        )
     if not trust:
         names = blocked_globals(p)
         if names:
@@ -108,12 +139,18 @@ def read_torch_file(
                 f"{p.name} uses torch's legacy (pre-1.6) format, which stores a model's source "
                 f"code and cannot be loaded safely; re-save it with torch.save, or {fix}"
             ) from None
-        raise error(f"{p.name} is not a readable PyTorch file ({_unpickler_reason(exc)}); it is damaged or of another format") from None
+        raise error(
+            f"{p.name} is not a readable PyTorch file ({_unpickler_reason(exc)}); it is damaged or of another format"
+        ) from None
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise error(f"{p.name} is not a readable PyTorch file ({_first_line(exc)}); it is damaged or truncated") from None
+        raise error(
+            f"{p.name} is not a readable PyTorch file ({_first_line(exc)}); it is damaged or truncated"
+        ) from None
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
         # Only reachable with trust: the file names code that is not installed.
-        raise error(f"{p.name} needs code that is not importable here ({_first_line(exc)}); install the package that defines the model") from None
+        raise error(
+            f"{p.name} needs code that is not importable here ({_first_line(exc)}); install the package that defines the model"
+        ) from None
 
 
 def _blocked_message(p: Path, names: list[str], fix: str) -> str:

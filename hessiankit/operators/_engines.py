@@ -177,7 +177,9 @@ class GaussNewtonEngine:
                     self.out, self.primals, self._u, create_graph=True, allow_unused=True
                 )
                 # Only the parts that depend on u carry a J v contribution.
-                self._jt_u = [(i, g) for i, g in enumerate(jt_u) if g is not None and g.requires_grad]
+                self._jt_u = [
+                    (i, g) for i, g in enumerate(jt_u) if g is not None and g.requires_grad
+                ]
             else:
                 self.out, self._vjp = func_vjp(f, *[p.detach() for p in self.primals])
                 _require_grad_func(self.out, what)
@@ -239,7 +241,9 @@ class HessianEngine:
             with torch.enable_grad():
                 value = phi(*self.primals)
                 _require_grad(value, what)
-                grads = torch.autograd.grad(value, self.primals, create_graph=True, allow_unused=True)
+                grads = torch.autograd.grad(
+                    value, self.primals, create_graph=True, allow_unused=True
+                )
             self._grads = [(i, g) for i, g in enumerate(grads) if g is not None and g.requires_grad]
 
     def _product(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:

@@ -111,7 +111,9 @@ class AllBlocksLocalHessian(SymmetricOperator):
             if wrt == "weights":
                 names = names_of(b)
                 if not names:
-                    raise OperatorError(f"block {b.index} ({b.name}) has no parameters; use wrt='input'")
+                    raise OperatorError(
+                        f"block {b.index} ({b.name}) has no parameters; use wrt='input'"
+                    )
                 owners.append((b, names, len(primals)))
                 primals.extend(state.params[n] for n in names)
             else:
@@ -125,7 +127,9 @@ class AllBlocksLocalHessian(SymmetricOperator):
         offsets = [0]
         for s in sizes:
             offsets.append(offsets[-1] + s)
-        self.parts: tuple[slice, ...] = tuple(slice(a, b) for a, b in zip(offsets[:-1], offsets[1:]))
+        self.parts: tuple[slice, ...] = tuple(
+            slice(a, b) for a, b in zip(offsets[:-1], offsets[1:])
+        )
         super().__init__(offsets[-1], state.dtype, primals[0].device)
 
         def outputs(ps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -133,7 +137,9 @@ class AllBlocksLocalHessian(SymmetricOperator):
             for b, names, first in owners:
                 mine = ps[first : first + len(names)]
                 if wrt == "weights":
-                    outs.append(run_block(b, state, bn, capture.block_input(b), dict(zip(names, mine))))
+                    outs.append(
+                        run_block(b, state, bn, capture.block_input(b), dict(zip(names, mine)))
+                    )
                 else:
                     outs.append(run_block(b, state, bn, mine[0]))
             return outs
@@ -151,7 +157,9 @@ class AllBlocksLocalHessian(SymmetricOperator):
             )
         else:
             self.is_psd = None
-            targets = [capture.block_output(b) - self.eta * capture.per_sample_grad(b) for b in chosen]
+            targets = [
+                capture.block_output(b) - self.eta * capture.per_sample_grad(b) for b in chosen
+            ]
 
             def phi(*ps: torch.Tensor) -> torch.Tensor:
                 return sum(0.5 * (t - o).pow(2).sum() for t, o in zip(targets, outputs(ps)))  # type: ignore[return-value]
@@ -168,8 +176,12 @@ class AllBlocksLocalHessian(SymmetricOperator):
         drops the blocks whose runs have finished (one graph rebuild, about one gradient).
         """
         return AllBlocksLocalHessian(
-            self.capture, [self.blocks[i] for i in indices], wrt=self.wrt, kind=self.kind,
-            eta=self.eta, backend=self.backend,
+            self.capture,
+            [self.blocks[i] for i in indices],
+            wrt=self.wrt,
+            kind=self.kind,
+            eta=self.eta,
+            backend=self.backend,
         )
 
     def describe_part(self, i: int) -> dict[str, object]:

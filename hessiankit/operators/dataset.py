@@ -159,7 +159,9 @@ class DatasetOperator(SymmetricOperator):
     def _sweep(self) -> Iterable[tuple[SymmetricOperator, int]]:
         for batch in self.data:
             x, y = _unpack(batch)
-            cap = capture(self.split, x, y, loss_fn=self.loss_fn, bn=self.bn, dtype=self.capture_dtype)
+            cap = capture(
+                self.split, x, y, loss_fn=self.loss_fn, bn=self.bn, dtype=self.capture_dtype
+            )
             yield self.make(cap), cap.batch_size
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:

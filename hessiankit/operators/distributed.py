@@ -104,7 +104,9 @@ class AllReduceOperator(SymmetricOperator):
             )
         n_local = _num_samples(local) if num_samples is None else int(num_samples)
         # One collective for both: the total count and a check that every rank has the same dim.
-        info = torch.tensor([n_local, local.dim, -local.dim], dtype=torch.float64, device=local.device)
+        info = torch.tensor(
+            [n_local, local.dim, -local.dim], dtype=torch.float64, device=local.device
+        )
         counts = info.clone()
         dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
         dims = info[1:].clone()

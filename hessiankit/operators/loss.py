@@ -83,7 +83,9 @@ class LossHessian(SymmetricOperator):
         if self.wrt == "weights":
             names = [n for n in blk.param_names if state.params[n].is_floating_point()]
             if not names:
-                raise OperatorError(f"block {blk.index} ({blk.name}) has no parameters; use wrt='input'")
+                raise OperatorError(
+                    f"block {blk.index} ({blk.name}) has no parameters; use wrt='input'"
+                )
             primals = [state.params[n] for n in names]
 
             def phi(*ps: torch.Tensor) -> torch.Tensor:

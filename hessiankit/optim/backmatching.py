@@ -177,7 +177,9 @@ class BackMatchingPropagation:
     def _call(self, block: Block, params: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         tensors = dict(params)
         # Clones: evaluating F_b again must not move batch norm's running statistics.
-        tensors.update({n: self._buffers[n].clone() for n in block.buffer_names if n in self._buffers})
+        tensors.update(
+            {n: self._buffers[n].clone() for n in block.buffer_names if n in self._buffers}
+        )
         return functional_call(block.function, tensors, (z,))
 
     def _matching(
@@ -199,7 +201,9 @@ class BackMatchingPropagation:
             leaves = {n: t.requires_grad_(True) for n, t in w.items()}
             with torch.enable_grad():
                 grads = torch.autograd.grad(
-                    self._matching(block, leaves, z, target), list(leaves.values()), allow_unused=True
+                    self._matching(block, leaves, z, target),
+                    list(leaves.values()),
+                    allow_unused=True,
                 )
             new = {}
             for (n, t), g in zip(leaves.items(), grads):

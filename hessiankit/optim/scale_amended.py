@@ -105,17 +105,40 @@ def block_param_groups(
         names = [n for n in block.param_names if n in params and n not in seen]
         seen.update(names)
         if main in names:
-            groups.append({"params": [params[main]], "block": block.index, "block_name": block.name,
-                           "role": "main", "amend": True, "param_names": [main]})
+            groups.append(
+                {
+                    "params": [params[main]],
+                    "block": block.index,
+                    "block_name": block.name,
+                    "role": "main",
+                    "amend": True,
+                    "param_names": [main],
+                }
+            )
         rest = [n for n in names if n != main]
         if rest:
-            groups.append({"params": [params[n] for n in rest], "block": block.index,
-                           "block_name": block.name, "role": "other",
-                           "amend": others == "amended", "param_names": rest})
+            groups.append(
+                {
+                    "params": [params[n] for n in rest],
+                    "block": block.index,
+                    "block_name": block.name,
+                    "role": "other",
+                    "amend": others == "amended",
+                    "param_names": rest,
+                }
+            )
     stray = [n for n in params if n not in seen]
     if stray:
-        groups.append({"params": [params[n] for n in stray], "block": 0, "block_name": "none",
-                       "role": "other", "amend": False, "param_names": stray})
+        groups.append(
+            {
+                "params": [params[n] for n in stray],
+                "block": 0,
+                "block_name": "none",
+                "role": "other",
+                "amend": False,
+                "param_names": stray,
+            }
+        )
     return groups
 
 
@@ -215,13 +238,24 @@ class ScaleAmendedSGD(Optimizer):
         if not 0.0 <= ema < 1.0:
             raise OperatorError(f"ema must lie in [0, 1), got {ema}")
         if method not in ("closed-form", "trace", "lambda-max"):
-            raise OperatorError(f"unknown method {method!r}; use 'closed-form', 'trace' or 'lambda-max'")
+            raise OperatorError(
+                f"unknown method {method!r}; use 'closed-form', 'trace' or 'lambda-max'"
+            )
         amendment_from_scales([], normalize=normalize, clip=clip)  # validates both
         if per_channel and method != "closed-form":
             raise OperatorError("per_channel needs method='closed-form'")
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize, amend=False, block=0, role="other",
-                        amendment=1.0)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            amend=False,
+            block=0,
+            role="other",
+            amendment=1.0,
+        )
         super().__init__(params, defaults)
         if amend and any(g["amend"] for g in self.param_groups) and split is None:
             raise OperatorError(
@@ -247,7 +281,12 @@ class ScaleAmendedSGD(Optimizer):
 
     @classmethod
     def for_model(
-        cls, model: nn.Module, lr: float, *, others: Literal["plain", "amended"] = "plain", **kwargs: Any
+        cls,
+        model: nn.Module,
+        lr: float,
+        *,
+        others: Literal["plain", "amended"] = "plain",
+        **kwargs: Any,
     ) -> ScaleAmendedSGD:
         """Build groups from the block split and keep the latest training batch for refreshes.
 
@@ -293,14 +332,18 @@ class ScaleAmendedSGD(Optimizer):
         model = self.split.model
         bn = self.bn or ("train" if model.training else "eval")
         cap = capture(self.split, x, bn=bn)
-        scales = block_scales(cap, method=self.method, num_products=self.num_products, seed=self.seed)
+        scales = block_scales(
+            cap, method=self.method, num_products=self.num_products, seed=self.seed
+        )
         r = amendment_from_scales(scales, normalize=self.normalize, clip=self.clip)
         for group in self.param_groups:
             if not group["amend"] or group["block"] not in r:
                 continue
             new = r[group["block"]]
             if self.ema and self._refreshes > 0:
-                new = math.exp(self.ema * math.log(group["amendment"]) + (1 - self.ema) * math.log(new))
+                new = math.exp(
+                    self.ema * math.log(group["amendment"]) + (1 - self.ema) * math.log(new)
+                )
             group["amendment"] = new
             if self.per_channel and group["role"] == "main":
                 for p in group["params"]:
@@ -314,12 +357,18 @@ class ScaleAmendedSGD(Optimizer):
         assert self.split is not None
         block = self.split.block(group["block"])
         named = dict(self.split.model.named_modules())
-        bn = next((named[n] for n in block.module_names if n in named and is_batchnorm(named[n])), None)
+        bn = next(
+            (named[n] for n in block.module_names if n in named and is_batchnorm(named[n])), None
+        )
         shape = (p.shape[0],) + (1,) * (p.ndim - 1)
         if bn is None:
             return torch.ones(shape, dtype=p.dtype, device=p.device)
         rows = p.detach().reshape(p.shape[0], -1).pow(2).sum(1).clamp_min(1e-30)
-        g2 = torch.ones_like(rows) if bn.weight is None else bn.weight.detach().pow(2).clamp_min(1e-30)
+        g2 = (
+            torch.ones_like(rows)
+            if bn.weight is None
+            else bn.weight.detach().pow(2).clamp_min(1e-30)
+        )
         inv = rows / g2  # the row's rate is inverse to its scalar gamma_i^2/||w_i||^2
         share = inv / inv.mean()  # mean 1: the block keeps r_b on average
         return share.reshape(shape).to(p.dtype)

@@ -51,7 +51,9 @@ def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axe
     return fig, fig.add_subplot()
 
 
-def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = FORMATS, *, dpi: int = 150) -> list[Path]:
+def save_figure(
+    fig: Figure, path: str | Path, formats: Sequence[str] = FORMATS, *, dpi: int = 150
+) -> list[Path]:
     """Write ``fig`` as ``path`` with each suffix in ``formats`` (``path``'s own suffix is dropped).
 
     Returns the written paths. Files are written completely or not at all (a temporary file

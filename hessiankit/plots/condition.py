@@ -30,7 +30,9 @@ def condition_values(results: Sequence[SpectrumResult]) -> tuple[np.ndarray, np.
     return lmax, kappa
 
 
-def plot_condition_per_block(results: Mapping[str, SpectrumResult], *, title: str | None = None) -> Figure:
+def plot_condition_per_block(
+    results: Mapping[str, SpectrumResult], *, title: str | None = None
+) -> Figure:
     """Two bar charts (log axes): lambda_max per block, then kappa per block.
 
     Args:
@@ -48,7 +50,13 @@ def plot_condition_per_block(results: Mapping[str, SpectrumResult], *, title: st
         x = np.arange(len(labels), dtype=np.float64)
         for ax, values, colour, name, conv in (
             (ax1, lmax, c1, r"$\lambda_{\max}$", [bool(r.top.converged[:1].all()) for r in rs]),
-            (ax2, kappa, c2, r"condition number $\kappa$ (on the range)", [r.condition.converged for r in rs]),
+            (
+                ax2,
+                kappa,
+                c2,
+                r"condition number $\kappa$ (on the range)",
+                [r.condition.converged for r in rs],
+            ),
         ):
             ok = np.isfinite(values) & (values > 0)
             bars = ax.bar(x[ok], values[ok], color=colour, width=0.7)
@@ -56,13 +64,23 @@ def plot_condition_per_block(results: Mapping[str, SpectrumResult], *, title: st
                 if not c:
                     bar.set_hatch("//")
             for xi in x[~ok]:
-                ax.annotate("n/a", (xi, 0.02), xycoords=("data", "axes fraction"), ha="center",
-                            fontsize="small")
+                ax.annotate(
+                    "n/a",
+                    (xi, 0.02),
+                    xycoords=("data", "axes fraction"),
+                    ha="center",
+                    fontsize="small",
+                )
             ax.set_yscale("log")
             if ok.any():  # whole decades below the smallest bar, so heights compare honestly
                 lo, hi = np.log10(values[ok].min()), np.log10(values[ok].max())
                 ax.set_ylim(10.0 ** (np.floor(lo) - 1.0), 10.0 ** (np.ceil(hi) + 0.3))
-            ax.set_xticks(x, labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
+            ax.set_xticks(
+                x,
+                labels,
+                rotation=30 if len(labels) > 6 else 0,
+                ha="right" if len(labels) > 6 else "center",
+            )
             ax.set_xlabel("block")
             ax.set_title(name, fontsize="medium")
             ax.set_xlim(-0.6, len(labels) - 0.4)
@@ -89,7 +107,11 @@ def plot_condition_vs_depth(
         fig, ax = new_axes(ax, (6.0, 3.8))
         for (label, rs), colour in zip(models.items(), palette(len(models))):
             _, kappa = condition_values(rs)
-            x = np.arange(1, len(rs) + 1, dtype=np.float64) if depths is None else np.asarray(depths[label], float)
+            x = (
+                np.arange(1, len(rs) + 1, dtype=np.float64)
+                if depths is None
+                else np.asarray(depths[label], float)
+            )
             if x.shape != kappa.shape:
                 raise DataError(f"model {label!r}: {kappa.size} results but {x.size} depths")
             ax.plot(x, kappa, "o-", color=colour, label=label, ms=4)

@@ -42,8 +42,15 @@ def plot_density(
         for ax, curve in zip(axes, curves):
             _draw(ax, curve, result, colour)
         op = result.operator
-        head = f"block {op['block']} w.r.t. {op.get('wrt')} ({op.get('kind')}): " if "block" in op else ""
-        fig.suptitle(title or f"{head}SLQ spectral density, {result.num_probes} probes x {result.num_steps} steps")
+        head = (
+            f"block {op['block']} w.r.t. {op.get('wrt')} ({op.get('kind')}): "
+            if "block" in op
+            else ""
+        )
+        fig.suptitle(
+            title
+            or f"{head}SLQ spectral density, {result.num_probes} probes x {result.num_steps} steps"
+        )
     return fig
 
 
@@ -65,7 +72,8 @@ def _draw(ax: Axes, curve: DensityCurve, result: SpectralDensity, colour: object
         ax.set_xlabel(r"$\log_{10} |\lambda|$")
         ax.set_ylabel("density")
         ax.set_title(
-            rf"$\log_{{10}}|\lambda|$, $\sigma$ = {curve.sigma:.3g} decades" "\n"
+            rf"$\log_{{10}}|\lambda|$, $\sigma$ = {curve.sigma:.3g} decades"
+            "\n"
             f"mass at |λ| ≤ {result.zero_threshold:.2g}: {result.zero_mass:.3f}, "
             f"negative mass {result.negative_mass:.3f}",
             fontsize="medium",

@@ -22,10 +22,14 @@ __all__ = ["eigenvalue_positions", "plot_eigenvalues"]
 def eigenvalue_positions(result: SpectrumResult) -> tuple[np.ndarray, np.ndarray]:
     """x positions of the top and of the bottom eigenvalues in :func:`plot_eigenvalues`."""
     k = len(result.top)
-    return np.arange(1, k + 1, dtype=np.float64), np.arange(k + 2, k + 2 + len(result.bottom), dtype=np.float64)
+    return np.arange(1, k + 1, dtype=np.float64), np.arange(
+        k + 2, k + 2 + len(result.bottom), dtype=np.float64
+    )
 
 
-def plot_eigenvalues(result: SpectrumResult, *, title: str | None = None, ax: Axes | None = None) -> Figure:
+def plot_eigenvalues(
+    result: SpectrumResult, *, title: str | None = None, ax: Axes | None = None
+) -> Figure:
     """Stems of ``result.top`` and ``result.bottom`` with residual error bars.
 
     The y axis is logarithmic when every eigenvalue shown is positive and they span more than
@@ -50,12 +54,26 @@ def plot_eigenvalues(result: SpectrumResult, *, title: str | None = None, ax: Ax
             stem = ax.stem(x, pairs.eigenvalues, bottom=base, basefmt=" ", label=label)
             stem.markerline.set_color(colour)
             stem.stemlines.set_color(colour)
-            ax.errorbar(x, pairs.eigenvalues, yerr=pairs.residuals, fmt="none", ecolor="black",
-                        elinewidth=1.0, capsize=3)
+            ax.errorbar(
+                x,
+                pairs.eigenvalues,
+                yerr=pairs.residuals,
+                fmt="none",
+                ecolor="black",
+                elinewidth=1.0,
+                capsize=3,
+            )
             bad = ~pairs.converged
             if bad.any():
-                ax.plot(x[bad], pairs.eigenvalues[bad], "x", color="crimson", ms=9, mew=2,
-                        label="not converged")
+                ax.plot(
+                    x[bad],
+                    pairs.eigenvalues[bad],
+                    "x",
+                    color="crimson",
+                    ms=9,
+                    mew=2,
+                    label="not converged",
+                )
         if logy:
             ax.set_yscale("log")
         ticks = np.concatenate([x_top, x_bot])
@@ -65,8 +83,10 @@ def plot_eigenvalues(result: SpectrumResult, *, title: str | None = None, ax: Ax
         ax.set_xlabel("eigenvalue (1 = largest)")
         ax.set_ylabel("eigenvalue")
         what = _describe(result)
-        ax.set_title(title or f"extreme eigenvalues{what}\nerror bars: residual $\\|Ay - \\theta y\\|$",
-                     fontsize="medium")
+        ax.set_title(
+            title or f"extreme eigenvalues{what}\nerror bars: residual $\\|Ay - \\theta y\\|$",
+            fontsize="medium",
+        )
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
     return fig
 

@@ -92,7 +92,9 @@ def plot_training_curves(
         DataError: no curves, a curve that is not 2-D, or ``steps`` of the wrong length.
     """
     if not curves:
-        raise DataError("no training curves to plot; pass at least one label -> (seeds, steps) array")
+        raise DataError(
+            "no training curves to plot; pass at least one label -> (seeds, steps) array"
+        )
     with style():
         fig, ax = new_axes(ax, (6.0, 3.8))
         for (label, values), colour in zip(curves.items(), palette(len(curves))):

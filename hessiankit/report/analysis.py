@@ -83,8 +83,11 @@ class BlockAnalysis:
             "modules": self.modules,
             "warnings": list(self.warnings),
             "spectrum": self.spectrum.to_dict(),
-            "trace": {**self.trace.to_dict(), "trace_exact": self.exact_trace,
-                      "trace_seconds": self.trace.seconds},
+            "trace": {
+                **self.trace.to_dict(),
+                "trace_exact": self.exact_trace,
+                "trace_seconds": self.trace.seconds,
+            },
             "density": None if self.density is None else self.density.to_dict(),
         }
 
@@ -178,7 +181,9 @@ def analyse_blocks(
         BlockError: an unknown block.
         OperatorError: an operator that cannot be built with these options.
     """
-    chosen: list[Block] = list(capture.split) if blocks == "all" else [capture.split.block(b) for b in blocks]
+    chosen: list[Block] = (
+        list(capture.split) if blocks == "all" else [capture.split.block(b) for b in blocks]
+    )
     if not chosen:
         raise OperatorError("no blocks to analyse; pass --blocks all or block numbers")
     extra: dict[str, Any] = dict(options or {})
@@ -186,7 +191,8 @@ def analyse_blocks(
     for blk in chosen:
         op: SymmetricOperator = (
             hessian_operator(capture, blk, wrt=wrt, kind=kind, eta=eta)
-            if make_operator is None else make_operator(blk)
+            if make_operator is None
+            else make_operator(blk)
         )
 
         def say(stage: str, b: Block = blk) -> None:
@@ -195,8 +201,16 @@ def analyse_blocks(
 
         say(f"spectrum (dimension {op.dim})")
         k_top, k_bot = min(top, op.dim), min(bottom, op.dim)
-        spec = spectrum(op, top=k_top, bottom=k_bot, method=method, tol=tol, seed=seed,
-                        progress=product_progress, **extra)
+        spec = spectrum(
+            op,
+            top=k_top,
+            bottom=k_bot,
+            method=method,
+            tol=tol,
+            seed=seed,
+            progress=product_progress,
+            **extra,
+        )
         say("trace")
         tr = trace(op, method=trace_method, num_products=trace_products, seed=seed)
         warnings = _warnings(spec)
@@ -208,10 +222,18 @@ def analyse_blocks(
             zero: float | None = None
             if spec.bottom_on_range and c.converged and c.lambda_min_nonzero and not warnings:
                 zero = 0.5 * c.lambda_min_nonzero
-            dens = slq(op, num_probes=density_probes, num_steps=density_steps, seed=seed,
-                       zero_threshold=zero, zero_rtol=extra.get("rank_rtol"),
-                       progress=product_progress)
-        out.append(BlockAnalysis(blk.index, blk.name, spec, tr, dens, _modules(capture, blk), warnings))
+            dens = slq(
+                op,
+                num_probes=density_probes,
+                num_steps=density_steps,
+                seed=seed,
+                zero_threshold=zero,
+                zero_rtol=extra.get("rank_rtol"),
+                progress=product_progress,
+            )
+        out.append(
+            BlockAnalysis(blk.index, blk.name, spec, tr, dens, _modules(capture, blk), warnings)
+        )
     return tuple(out)
 
 

@@ -47,26 +47,36 @@ def report_figures(report: Report) -> list[ReportFigure]:
         )
     ]
     for b in report.blocks:
-        figs.append(ReportFigure(
-            f"block-{b.index}-eigenvalues",
-            f"Block {b.index}: largest and smallest eigenvalues; error bars are the residuals "
-            "||Ay - θy|| (an eigenvalue lies within each bar).",
-            b.index,
-            plot_eigenvalues(b.spectrum, title=f"block {b.index} ({b.name}): extreme eigenvalues"),
-        ))
+        figs.append(
+            ReportFigure(
+                f"block-{b.index}-eigenvalues",
+                f"Block {b.index}: largest and smallest eigenvalues; error bars are the residuals "
+                "||Ay - θy|| (an eigenvalue lies within each bar).",
+                b.index,
+                plot_eigenvalues(
+                    b.spectrum, title=f"block {b.index} ({b.name}): extreme eigenvalues"
+                ),
+            )
+        )
         if b.density is not None:
             d = b.density
-            figs.append(ReportFigure(
-                f"block-{b.index}-density",
-                f"Block {b.index}: SLQ spectral density ({d.num_probes} probes, {d.num_steps} Lanczos "
-                f"steps), Gaussian kernel; left λ (log density axis), right log10|λ| of the nonzero "
-                "nodes. Where the nodes are sparse, each shows as its own peak whose area is the "
-                "mass of the eigenvalues around it, not a cluster." + ("" if b.spectrum.condition.nullity == 0 else
-                " With fewer steps than distinct eigenvalues, a null space's mass sits on the "
-                "smallest node (the left-most peak), not at a rounding-level zero."),
-                b.index,
-                plot_density(d, title=f"block {b.index} ({b.name}): spectral density"),
-            ))
+            figs.append(
+                ReportFigure(
+                    f"block-{b.index}-density",
+                    f"Block {b.index}: SLQ spectral density ({d.num_probes} probes, {d.num_steps} Lanczos "
+                    f"steps), Gaussian kernel; left λ (log density axis), right log10|λ| of the nonzero "
+                    "nodes. Where the nodes are sparse, each shows as its own peak whose area is the "
+                    "mass of the eigenvalues around it, not a cluster."
+                    + (
+                        ""
+                        if b.spectrum.condition.nullity == 0
+                        else " With fewer steps than distinct eigenvalues, a null space's mass sits on the "
+                        "smallest node (the left-most peak), not at a rounding-level zero."
+                    ),
+                    b.index,
+                    plot_density(d, title=f"block {b.index} ({b.name}): spectral density"),
+                )
+            )
     return figs
 
 

@@ -70,7 +70,7 @@ def render_html(report: Report, figures: list[ReportFigure] | None = None) -> st
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         # forbids every network request the page could make, whatever is inside it
         (
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
             "img-src data:; style-src 'unsafe-inline'\">"
         ),
         f"<title>{e(report.title)}</title><style>{_CSS}</style></head><body><main>",
@@ -81,7 +81,11 @@ def render_html(report: Report, figures: list[ReportFigure] | None = None) -> st
         + '<a href="#settings">settings</a><a href="#data">JSON</a></nav>',
         '<h2 id="summary">Summary</h2>',
         _summary_table(report),
-        *[f'<p class="bad">Block {b.index}: {html.escape(w)}.</p>' for b in report.blocks for w in b.warnings],
+        *[
+            f'<p class="bad">Block {b.index}: {html.escape(w)}.</p>'
+            for b in report.blocks
+            for w in b.warnings
+        ],
         _notes(report),
     ]
     by_block: dict[int | None, list[ReportFigure]] = {}
@@ -103,7 +107,8 @@ def render_html(report: Report, figures: list[ReportFigure] | None = None) -> st
             " (also inline below, in the element <code>#hessiankit-data</code>).</p>"
         ),
         '<script type="application/json" id="hessiankit-data">'
-        + data.replace("<", "\\u003c") + "</script>",  # '<' only occurs inside JSON strings
+        + data.replace("<", "\\u003c")
+        + "</script>",  # '<' only occurs inside JSON strings
         "</main></body></html>",
     ]
     return "\n".join(parts)
@@ -159,8 +164,10 @@ def _summary_table(report: Report) -> str:
                 text = e(text)
             cells.append(f"<td{cls}>{text}</td>")
         rows.append(f'<tr id="row-block-{b.index}">' + "".join(cells) + "</tr>")
-    return (f'<div class="scroll"><table id="summary-table"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>')
+    return (
+        f'<div class="scroll"><table id="summary-table"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _notes(report: Report) -> str:
@@ -181,15 +188,31 @@ def _notes(report: Report) -> str:
 def _block_details(b: BlockAnalysis) -> str:
     s, c = b.spectrum, b.spectrum.condition
     items = [
-        ("operator", ", ".join(f"{k} {v}" for k, v in s.operator.items() if k in ("wrt", "kind", "eta") and v is not None)),
-        ("method", f"{s.method}, {s.num_products} products, {s.seconds:.2f} s, precision {fmt(s.precision, 2)}"),
+        (
+            "operator",
+            ", ".join(
+                f"{k} {v}"
+                for k, v in s.operator.items()
+                if k in ("wrt", "kind", "eta") and v is not None
+            ),
+        ),
+        (
+            "method",
+            f"{s.method}, {s.num_products} products, {s.seconds:.2f} s, precision {fmt(s.precision, 2)}",
+        ),
         ("largest eigenvalues", ", ".join(fmt(v) for v in s.top.eigenvalues)),
         ("residuals", ", ".join(fmt(v, 2) for v in s.top.residuals)),
-        ("smallest" + (" nonzero" if s.bottom_on_range else ""), ", ".join(fmt(v) for v in s.bottom.eigenvalues) or "n/a"),
+        (
+            "smallest" + (" nonzero" if s.bottom_on_range else ""),
+            ", ".join(fmt(v) for v in s.bottom.eigenvalues) or "n/a",
+        ),
         ("condition number", f"{fmt(c.kappa)}" + (f" ({c.note})" if c.note else "")),
-        ("trace", f"{fmt(b.trace.trace)} ± {fmt(b.trace.std_error, 2)} ({b.trace.method}, "
-                  f"{b.trace.num_products} products)"
-                  + (f"; exact {fmt(b.exact_trace)}" if b.exact_trace is not None else "")),
+        (
+            "trace",
+            f"{fmt(b.trace.trace)} ± {fmt(b.trace.std_error, 2)} ({b.trace.method}, "
+            f"{b.trace.num_products} products)"
+            + (f"; exact {fmt(b.exact_trace)}" if b.exact_trace is not None else ""),
+        ),
     ]
     if b.density is not None:
         d = b.density

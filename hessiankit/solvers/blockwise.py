@@ -77,11 +77,20 @@ def blockwise_spectra(
     own_parts = parts is None  # only then do the operator's restrict() indices match ours
     parts = list(parts if parts is not None else getattr(op, "parts", []))
     if not parts:
-        raise OperatorError("give the diagonal blocks as parts=[slice, ...] (or use an operator with .parts)")
+        raise OperatorError(
+            "give the diagonal blocks as parts=[slice, ...] (or use an operator with .parts)"
+        )
     covered = np.zeros(op.dim, dtype=bool)
     for sl in parts:
-        if sl.start is None or sl.stop is None or not 0 <= sl.start < sl.stop <= op.dim or covered[sl].any():
-            raise OperatorError(f"parts must be disjoint non-empty slices of range({op.dim}), got {sl}")
+        if (
+            sl.start is None
+            or sl.stop is None
+            or not 0 <= sl.start < sl.stop <= op.dim
+            or covered[sl].any()
+        ):
+            raise OperatorError(
+                f"parts must be disjoint non-empty slices of range({op.dim}), got {sl}"
+            )
         covered[sl] = True
     p = block_size if block_size is not None else min(max(top, bottom), 32)
     start = time.perf_counter()
@@ -90,8 +99,16 @@ def blockwise_spectra(
         n = sl.stop - sl.start
         runs.append(
             LanczosIteration(
-                n, op.dtype, op.device, top=min(top, n), bottom=min(bottom, n), block_size=p,
-                tol=tol, max_products=max_products, seed=seed, is_psd=op.is_psd,
+                n,
+                op.dtype,
+                op.device,
+                top=min(top, n),
+                bottom=min(bottom, n),
+                block_size=p,
+                tol=tol,
+                max_products=max_products,
+                seed=seed,
+                is_psd=op.is_psd,
                 rank_rtol=rank_rtol,
             )
         )
@@ -122,7 +139,7 @@ def blockwise_spectra(
     dtype = str(op.dtype).replace("torch.", "")
     psd = op.is_psd is True
     out = []
-    for i, (sl, it) in enumerate(zip(parts, runs)):
+    for i, it in enumerate(runs):
         kr = it.result()
         rtol = default_rank_rtol(it.n, op.dtype) if rank_rtol is None else float(rank_rtol)
         if kr.exhausted:

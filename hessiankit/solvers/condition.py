@@ -128,8 +128,19 @@ def condition_from_extremes(
     lmax = float(top.eigenvalues[0]) if len(top) else float("nan")
     conv_top = bool(top.converged[0]) if len(top) else False
     if not len(bottom):
-        return ConditionNumber(lmax, None, None, None, None, thr, rtol, None, None, False,
-                               note="no smallest eigenvalue was computed (bottom=0)")
+        return ConditionNumber(
+            lmax,
+            None,
+            None,
+            None,
+            None,
+            thr,
+            rtol,
+            None,
+            None,
+            False,
+            note="no smallest eigenvalue was computed (bottom=0)",
+        )
     lmin = float(bottom.eigenvalues[0])
     conv = conv_top and bool(bottom.converged[0])
     amax = max(abs(lmax), abs(lmin))
@@ -138,18 +149,44 @@ def condition_from_extremes(
     if range_start and psd:
         kappa = amax / lmin if lmin > thr else None
         err, ok, note = _kappa_check(
-            kappa, b_top / max(abs(lmax), 1e-300) + b_bot / max(abs(lmin), 1e-300),
-            conv and kappa is not None, "rank unknown: an iterative solver does not count zeros",
+            kappa,
+            b_top / max(abs(lmax), 1e-300) + b_bot / max(abs(lmin), 1e-300),
+            conv and kappa is not None,
+            "rank unknown: an iterative solver does not count zeros",
         )
-        return ConditionNumber(lmax, None, lmin if lmin > thr else None, None, None, thr, rtol,
-                               kappa, None, ok, note=note, kappa_error=err)
+        return ConditionNumber(
+            lmax,
+            None,
+            lmin if lmin > thr else None,
+            None,
+            None,
+            thr,
+            rtol,
+            kappa,
+            None,
+            ok,
+            note=note,
+            kappa_error=err,
+        )
     if lmin > thr or lmax < -thr:  # definite: the extremes bound every magnitude
         small = min(abs(lmax), abs(lmin))
         kappa = amax / small
         b_small = b_bot if abs(lmin) <= abs(lmax) else b_top
         err, ok, note = _kappa_check(kappa, (b_top + b_bot) / amax + b_small / small, conv, "")
-        return ConditionNumber(lmax, lmin, lmin if lmin > thr else lmax, None, None, thr, rtol,
-                               kappa, kappa, ok, note=note, kappa_error=err)
+        return ConditionNumber(
+            lmax,
+            lmin,
+            lmin if lmin > thr else lmax,
+            None,
+            None,
+            thr,
+            rtol,
+            kappa,
+            kappa,
+            ok,
+            note=note,
+            kappa_error=err,
+        )
     note = (
         "the smallest eigenvalue is zero or negative; the smallest nonzero magnitude is "
         "interior to the spectrum (use method 'dense', or a PSD kind)"

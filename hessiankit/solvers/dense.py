@@ -32,7 +32,9 @@ class DenseResult:
     num_products: int
 
 
-def dense_eigh(op: SymmetricOperator, *, chunk: int = 64, max_bytes: int = 4 * 2**30) -> DenseResult:
+def dense_eigh(
+    op: SymmetricOperator, *, chunk: int = 64, max_bytes: int = 4 * 2**30
+) -> DenseResult:
     """All eigenpairs of ``op`` from its materialised matrix.
 
     Args:

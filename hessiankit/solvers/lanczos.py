@@ -106,7 +106,9 @@ class KrylovResult:
 class _Basis:
     """A growing float64 orthonormal basis stored contiguously (doubling capacity)."""
 
-    def __init__(self, n: int, device: torch.device, capacity: int, limit: int | None = None) -> None:
+    def __init__(
+        self, n: int, device: torch.device, capacity: int, limit: int | None = None
+    ) -> None:
         self.n = n
         self.limit = n if limit is None else limit
         self._Q = torch.empty((n, max(capacity, 1)), dtype=torch.float64, device=device)
@@ -237,7 +239,9 @@ class LanczosIteration:
         self.exhausted = False
         self.finished = False
         self.peak_columns = 0
-        self._basis = _Basis(n, self.device, capacity=min(self.max_columns, 4 * p + 64), limit=self.max_columns)
+        self._basis = _Basis(
+            n, self.device, capacity=min(self.max_columns, 4 * p + 64), limit=self.max_columns
+        )
         self._T = np.zeros((16, 16))
         self._G = np.zeros((0, 0))
         self._s0 = 0
@@ -258,7 +262,9 @@ class LanczosIteration:
             raise OperatorError("this Lanczos iteration has finished; read its result()")
         W = AX.to(device=self.device, dtype=torch.float64)
         if W.shape != self._X.shape:
-            raise OperatorError(f"expected a product of shape {tuple(self._X.shape)}, got {tuple(W.shape)}")
+            raise OperatorError(
+                f"expected a product of shape {tuple(self._X.shape)}, got {tuple(W.shape)}"
+            )
         self.products += self._X.shape[1]
         if self._phase == "start":
             self._phase = "iterate"
@@ -325,10 +331,19 @@ class LanczosIteration:
             res = np.zeros_like(res)
         return theta, S, res
 
-    def _selection(self, theta: np.ndarray, S: np.ndarray, res: np.ndarray) -> tuple[_Selected, _Selected, bool]:
+    def _selection(
+        self, theta: np.ndarray, S: np.ndarray, res: np.ndarray
+    ) -> tuple[_Selected, _Selected, bool]:
         return _select(
-            theta, S, res, self.top, self.bottom, self.tol,
-            _precision(self.anorm, self.dtype), self.rtol * self.anorm, self.range_start,
+            theta,
+            S,
+            res,
+            self.top,
+            self.bottom,
+            self.tol,
+            _precision(self.anorm, self.dtype),
+            self.rtol * self.anorm,
+            self.range_start,
         )
 
     def _restart(self, theta: np.ndarray, S: np.ndarray, res: np.ndarray) -> None:
@@ -363,7 +378,9 @@ class LanczosIteration:
     def result(self, *, keep_vectors: bool = False) -> KrylovResult:
         """The Ritz pairs of the current basis (final once :attr:`finished`)."""
         if self._phase == "start" or self._G.size == 0:
-            raise OperatorError("no Lanczos step has run yet; feed products until pending() is None")
+            raise OperatorError(
+                "no Lanczos step has run yet; feed products until pending() is None"
+            )
         theta, S, res = self._ritz()
         top_pairs, bottom_pairs, _ = self._selection(theta, S, res)
         vectors = self._basis.Q if keep_vectors else None
@@ -387,9 +404,17 @@ class LanczosIteration:
     # -- checkpoints --------------------------------------------------------------------------
     def _config(self) -> dict[str, object]:
         return {
-            "n": self.n, "dtype": str(self.dtype), "top": self.top, "bottom": self.bottom,
-            "p": self.p, "tol": self.tol, "seed": self.seed, "range_start": self.range_start,
-            "budget": self.budget, "rtol": self.rtol, "max_columns": self.max_columns,
+            "n": self.n,
+            "dtype": str(self.dtype),
+            "top": self.top,
+            "bottom": self.bottom,
+            "p": self.p,
+            "tol": self.tol,
+            "seed": self.seed,
+            "range_start": self.range_start,
+            "budget": self.budget,
+            "rtol": self.rtol,
+            "max_columns": self.max_columns,
         }
 
     def state_dict(self) -> dict[str, object]:
@@ -404,8 +429,16 @@ class LanczosIteration:
             "X": self._X.detach().cpu().clone(),
             "generator": self._gen.get_state(),
             "counters": torch.tensor(
-                [self.products, self.breakdowns, self.restarts, self._s0, self.peak_columns,
-                 int(self.exhausted), int(self.finished), int(self._phase == "start")],
+                [
+                    self.products,
+                    self.breakdowns,
+                    self.restarts,
+                    self._s0,
+                    self.peak_columns,
+                    int(self.exhausted),
+                    int(self.finished),
+                    int(self._phase == "start"),
+                ],
                 dtype=torch.int64,
             ),
             "anorm": self.anorm,
@@ -457,7 +490,9 @@ class LanczosIteration:
                 "delete it to start afresh"
             ) from None
         if not isinstance(state, dict):
-            raise OperatorError(f"{str(path)!r} is not a Krylov checkpoint; delete it or use another path")
+            raise OperatorError(
+                f"{str(path)!r} is not a Krylov checkpoint; delete it or use another path"
+            )
         self.load_state_dict(state)
 
 
@@ -513,9 +548,19 @@ def lanczos(
             or a checkpoint written by a run with other settings.
     """
     it = LanczosIteration(
-        op.dim, op.dtype, op.device, top=top, bottom=bottom, block_size=block_size, tol=tol,
-        max_products=max_products, seed=seed, start=start, is_psd=op.is_psd,
-        rank_rtol=rank_rtol, max_basis_bytes=max_basis_bytes,
+        op.dim,
+        op.dtype,
+        op.device,
+        top=top,
+        bottom=bottom,
+        block_size=block_size,
+        tol=tol,
+        max_products=max_products,
+        seed=seed,
+        start=start,
+        is_psd=op.is_psd,
+        rank_rtol=rank_rtol,
+        max_basis_bytes=max_basis_bytes,
     )
     if checkpoint is not None and Path(checkpoint).exists():
         it.load(checkpoint)
@@ -536,7 +581,9 @@ def _grow(T: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _fill(X: torch.Tensor, basis: _Basis, randn: Callable[[int], torch.Tensor], p: int) -> torch.Tensor:
+def _fill(
+    X: torch.Tensor, basis: _Basis, randn: Callable[[int], torch.Tensor], p: int
+) -> torch.Tensor:
     """Complete X to p orthonormal columns with random vectors orthogonal to the basis and X."""
     while X.shape[1] < p:
         Z = randn(p - X.shape[1])
@@ -594,7 +641,9 @@ def _select(
     return pack(top_idx), pack(bot_idx), done
 
 
-def _pairs(which: Literal["top", "bottom"], sel: _Selected | None, Q: torch.Tensor | None) -> Eigenpairs:
+def _pairs(
+    which: Literal["top", "bottom"], sel: _Selected | None, Q: torch.Tensor | None
+) -> Eigenpairs:
     if sel is None:
         return Eigenpairs.empty(which)
     values, res, bounds, conv, coeffs = sel

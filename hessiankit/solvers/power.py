@@ -147,7 +147,9 @@ def power_iteration(
         conv,
         torch.stack(found, dim=1) if keep_vectors else None,
     )
-    return PowerResult(pairs=pairs, num_products=products, shift=shift, anorm=anorm, precision=precision)
+    return PowerResult(
+        pairs=pairs, num_products=products, shift=shift, anorm=anorm, precision=precision
+    )
 
 
 def _deflate(v: torch.Tensor, found: list[torch.Tensor]) -> torch.Tensor:

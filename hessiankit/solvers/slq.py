@@ -242,8 +242,13 @@ def _curve(
     # at least 4 points per sigma so that the trapezoid rule integrates each kernel exactly enough
     size = int(min(max(grid_size, math.ceil(4.0 * (b - a) / sigma) + 1), 200_001))
     grid = np.linspace(a, b, size)
-    return DensityCurve(scale, _frozen(grid), _frozen(gaussian_smoothing(x, w, grid, sigma)),
-                        float(sigma), float(w.sum()))
+    return DensityCurve(
+        scale,
+        _frozen(grid),
+        _frozen(gaussian_smoothing(x, w, grid, sigma)),
+        float(sigma),
+        float(w.sum()),
+    )
 
 
 def _rademacher(n: int, p: int, seed: int) -> torch.Tensor:
@@ -298,7 +303,9 @@ def _lanczos_batch(
             )
         alpha[j, active] = a_np[active]
         beta[j, active] = b_np[active]
-        anorm = max(anorm, float(np.max(np.abs(a_np[active]) + b_np[active] + b_prev.cpu().numpy()[active])))
+        anorm = max(
+            anorm, float(np.max(np.abs(a_np[active]) + b_np[active] + b_prev.cpu().numpy()[active]))
+        )
         if progress is not None:
             progress(products, m * p)
         # beta below sqrt(eps) ||A||: the rest of T changes the moments by O(beta^2) = O(eps ||A||^2)
@@ -361,7 +368,9 @@ def slq(
     """
     n = op.dim
     if num_probes < 1 or num_steps < 1:
-        raise OperatorError(f"SLQ needs at least one probe and one step, got {num_probes} and {num_steps}")
+        raise OperatorError(
+            f"SLQ needs at least one probe and one step, got {num_probes} and {num_steps}"
+        )
     if reorthogonalize not in ("auto", "full", "none"):
         raise OperatorError(f"unknown reorthogonalize {reorthogonalize!r}; use auto, full or none")
     if n < 1:
@@ -378,9 +387,9 @@ def slq(
     V = _rademacher(n, num_probes, seed).to(op.device)
     alpha, beta, steps = _lanczos_batch(op, V, m, reorth, progress)
     nodes, weights = [], []
-    for l in range(num_probes):
-        s = int(steps[l])
-        theta, U = _tridiagonal_eigh(alpha[:s, l], beta[: s - 1, l])
+    for j in range(num_probes):
+        s = int(steps[j])
+        theta, U = _tridiagonal_eigh(alpha[:s, j], beta[: s - 1, j])
         nodes.append(_frozen(theta))
         weights.append(_frozen(U[0] ** 2 / np.sum(U[0] ** 2)))
     all_t = np.concatenate(nodes)

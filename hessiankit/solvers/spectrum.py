@@ -101,7 +101,9 @@ def spectrum(
     rtol = default_rank_rtol(n, op.dtype) if rank_rtol is None else float(rank_rtol)
     if method == "auto":
         fits = dense_memory_bytes(n) <= max_dense_bytes
-        method = "dense" if fits and (n <= dense_threshold or 4 * (top + bottom) >= n) else "lanczos"
+        method = (
+            "dense" if fits and (n <= dense_threshold or 4 * (top + bottom) >= n) else "lanczos"
+        )
     if method == "dense" and dense_memory_bytes(n) > max_dense_bytes:
         raise OperatorError(
             f"method 'dense' needs {dense_memory_bytes(n) / 2**30:.1f} GiB for dimension {n}, "
@@ -116,7 +118,21 @@ def spectrum(
         auto = rank_rtol is None
         return _dense(op, top, bottom, rtol, auto, keep_vectors, start, before, info, dtype, tol)
     if method == "power":
-        return _power(op, top, bottom, rtol, tol, max_iter, seed, keep_vectors, progress, start, before, info, dtype)
+        return _power(
+            op,
+            top,
+            bottom,
+            rtol,
+            tol,
+            max_iter,
+            seed,
+            keep_vectors,
+            progress,
+            start,
+            before,
+            info,
+            dtype,
+        )
     p = block_size if block_size is not None else min(max(top, bottom), 32)
     kr = lanczos(
         op,
@@ -231,20 +247,43 @@ def _power(
 ) -> SpectrumResult:
     hi = lo = None
     if top:
-        hi = power_iteration(op, k=top, which="LA", tol=tol, max_iter=max_iter, seed=seed,
-                             keep_vectors=keep_vectors, progress=progress)
+        hi = power_iteration(
+            op,
+            k=top,
+            which="LA",
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
+            keep_vectors=keep_vectors,
+            progress=progress,
+        )
     if bottom:
-        lo = power_iteration(op, k=bottom, which="SA", tol=tol, max_iter=max_iter, seed=seed + 1,
-                             keep_vectors=keep_vectors, progress=progress)
+        lo = power_iteration(
+            op,
+            k=bottom,
+            which="SA",
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed + 1,
+            keep_vectors=keep_vectors,
+            progress=progress,
+        )
     top_pairs = _sorted(hi.pairs, descending=True) if hi else Eigenpairs.empty("top")
     bot_pairs = _sorted(lo.pairs, descending=False) if lo else Eigenpairs.empty("bottom")
-    anorm = max(hi.anorm if hi else 0.0, lo.anorm if lo else 0.0,
-                float(np.abs(top_pairs.eigenvalues).max()) if len(top_pairs) else 0.0)
-    precision = max(hi.precision if hi else 0.0, lo.precision if lo else 0.0,
-                    arithmetic_floor(op.dim, op.dtype, anorm))
+    anorm = max(
+        hi.anorm if hi else 0.0,
+        lo.anorm if lo else 0.0,
+        float(np.abs(top_pairs.eigenvalues).max()) if len(top_pairs) else 0.0,
+    )
+    precision = max(
+        hi.precision if hi else 0.0,
+        lo.precision if lo else 0.0,
+        arithmetic_floor(op.dim, op.dtype, anorm),
+    )
     top_pairs, bot_pairs = _floored(top_pairs, precision), _floored(bot_pairs, precision)
-    cond = condition_from_extremes(top_pairs, bot_pairs, rtol=rtol, anorm=anorm,
-                                   range_start=False, psd=op.is_psd)
+    cond = condition_from_extremes(
+        top_pairs, bot_pairs, rtol=rtol, anorm=anorm, range_start=False, psd=op.is_psd
+    )
     return SpectrumResult(
         method="power",
         dimension=op.dim,
@@ -266,12 +305,24 @@ def _floored(p: Eigenpairs, precision: float) -> Eigenpairs:
     """Error bounds raised to the arithmetic floor (an iterative solver's own floor can be lower)."""
     if not len(p):
         return p
-    return Eigenpairs.build(p.which, p.eigenvalues, p.residuals,
-                            np.maximum(p.error_bounds, precision), p.converged, p.eigenvectors)
+    return Eigenpairs.build(
+        p.which,
+        p.eigenvalues,
+        p.residuals,
+        np.maximum(p.error_bounds, precision),
+        p.converged,
+        p.eigenvectors,
+    )
 
 
 def _sorted(p: Eigenpairs, *, descending: bool) -> Eigenpairs:
     order = np.argsort(-p.eigenvalues if descending else p.eigenvalues, kind="stable")
     vecs = p.eigenvectors[:, torch.as_tensor(order)] if p.eigenvectors is not None else None
-    return Eigenpairs.build(p.which, p.eigenvalues[order], p.residuals[order],
-                            p.error_bounds[order], p.converged[order], vecs)
+    return Eigenpairs.build(
+        p.which,
+        p.eigenvalues[order],
+        p.residuals[order],
+        p.error_bounds[order],
+        p.converged[order],
+        vecs,
+    )

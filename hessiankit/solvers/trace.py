@@ -146,9 +146,13 @@ def hutch_plus_plus(
     n = op.dim
     k = min(num_products // 3, n)
     S = _rademacher(n, k, gen, op.device)
-    AS = torch.cat([op.matmat(S[:, s : s + chunk]).to(torch.float64) for s in range(0, k, chunk)], 1)
+    AS = torch.cat(
+        [op.matmat(S[:, s : s + chunk]).to(torch.float64) for s in range(0, k, chunk)], 1
+    )
     Q, _ = torch.linalg.qr(AS)
-    AQ = torch.cat([op.matmat(Q[:, s : s + chunk]).to(torch.float64) for s in range(0, k, chunk)], 1)
+    AQ = torch.cat(
+        [op.matmat(Q[:, s : s + chunk]).to(torch.float64) for s in range(0, k, chunk)], 1
+    )
     exact = float((Q * AQ).sum())
     r = num_products - 2 * k
     if k >= n or r < 2:

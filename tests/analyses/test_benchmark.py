@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("hk_benchmark", ROOT / "analyses" / "benchmark.py")
+    spec = importlib.util.spec_from_file_location(
+        "hk_benchmark", ROOT / "analyses" / "benchmark.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("scale_amended_sgd", ROOT / "analyses" / "scale_amended_sgd.py")
+    spec = importlib.util.spec_from_file_location(
+        "scale_amended_sgd", ROOT / "analyses" / "scale_amended_sgd.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up
     assert spec.loader is not None
@@ -24,8 +26,18 @@ def load_script():
 def test_smoke_run_writes_outputs_and_resumes(tmp_path: Path) -> None:
     exp = load_script()
     out, ck = tmp_path / "out", tmp_path / "ck"
-    argv = ["--smoke", "--data", "synthetic", "--out", str(out), "--checkpoints", str(ck), "--no-progress",
-            "--overhead", "--ablation"]
+    argv = [
+        "--smoke",
+        "--data",
+        "synthetic",
+        "--out",
+        str(out),
+        "--checkpoints",
+        str(ck),
+        "--no-progress",
+        "--overhead",
+        "--ablation",
+    ]
     threads = torch.get_num_threads()
     try:
         assert exp.main(argv) == 0

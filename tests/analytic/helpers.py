@@ -9,8 +9,15 @@ import hessiankit as hk
 
 
 def measured(
-    net: nn.Module, x: torch.Tensor, block: int, wrt: str, *, bn: str = "eval", kind: str = "gauss-newton",
-    y: torch.Tensor | None = None, eta: float = 1.0,
+    net: nn.Module,
+    x: torch.Tensor,
+    block: int,
+    wrt: str,
+    *,
+    bn: str = "eval",
+    kind: str = "gauss-newton",
+    y: torch.Tensor | None = None,
+    eta: float = 1.0,
 ) -> torch.Tensor:
     """Dense float64 local Hessian of ``block`` from :class:`hessiankit.LocalHessian`."""
     cap = hk.capture(net, x, y, bn=bn, dtype=torch.float64)

@@ -65,5 +65,9 @@ def test_mean_ci_is_the_t_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     v = [1.0, 2.5, 0.5, 4.0, float("nan")]  # NaN (a failed run) is dropped
     lo, hi = stats.t.interval(0.95, 3, loc=np.mean(v[:4]), scale=stats.sem(v[:4]))
     c = mean_ci(v)
-    assert c["n"] == 4 and c["lo"] == pytest.approx(lo, rel=1e-12) and c["hi"] == pytest.approx(hi, rel=1e-12)
+    assert (
+        c["n"] == 4
+        and c["lo"] == pytest.approx(lo, rel=1e-12)
+        and c["hi"] == pytest.approx(hi, rel=1e-12)
+    )
     assert quantiles([3.0, 1.0, 2.0])["median"] == 2.0

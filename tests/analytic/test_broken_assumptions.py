@@ -59,7 +59,9 @@ def test_gauss_newton_misses_exact_by_order_eta() -> None:
     x = torch.randn(6, 4, dtype=torch.float64)
     y = torch.randint(0, 3, (6,))
     G = measured(net, x, 1, "weights", y=y)
-    misses = [rel(measured(net, x, 1, "weights", kind="exact", y=y, eta=e), G) for e in (1.0, 0.1, 0.01)]
+    misses = [
+        rel(measured(net, x, 1, "weights", kind="exact", y=y, eta=e), G) for e in (1.0, 0.1, 0.01)
+    ]
     assert 0.05 < misses[0] < 0.2
     assert misses[0] / misses[1] == pytest.approx(10, rel=1e-6)  # exactly linear in eta
     assert misses[1] / misses[2] == pytest.approx(10, rel=1e-6)
@@ -147,7 +149,9 @@ def test_bn_weight_form_misses_in_eval_mode() -> None:
     assert rel(bnf.bn_block_weight_hessian(net[0].weight, net[1].weight, x), H) > 1.0
     w = net[0].weight.detach().reshape(-1)
     Hw = H[:12, :12]
-    assert float((Hw @ w).norm() / (torch.linalg.matrix_norm(Hw, 2) * w.norm())) > 0.2  # no null direction
+    assert (
+        float((Hw @ w).norm() / (torch.linalg.matrix_norm(Hw, 2) * w.norm())) > 0.2
+    )  # no null direction
 
 
 @pytest.mark.parametrize("m", [8, 32, 64])

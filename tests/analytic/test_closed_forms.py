@@ -28,7 +28,9 @@ def test_linear_weight_kronecker(bias: bool) -> None:
     H = measured(net, x, 1, "weights")
     assert rel(lin.linear_weight_hessian(x, 4, bias=bias), H) < TOL
     ev = torch.linalg.eigvalsh(H)
-    assert torch.allclose(lin.linear_weight_spectrum(x, 4, bias=bias), ev, rtol=0, atol=1e-10 * float(ev[-1]))
+    assert torch.allclose(
+        lin.linear_weight_spectrum(x, 4, bias=bias), ev, rtol=0, atol=1e-10 * float(ev[-1])
+    )
 
 
 def test_linear_weight_hessian_ignores_w() -> None:
@@ -47,7 +49,9 @@ def test_linear_input_kronecker() -> None:
     x = torch.randn(3, 4, dtype=torch.float64)
     H = measured(net, x, 1, "input")
     assert rel(lin.linear_input_hessian(net[0].weight, 3), H) < TOL
-    assert torch.allclose(lin.linear_input_spectrum(net[0].weight), torch.linalg.eigvalsh(H[:4, :4]))
+    assert torch.allclose(
+        lin.linear_input_spectrum(net[0].weight), torch.linalg.eigvalsh(H[:4, :4])
+    )
 
 
 @pytest.mark.parametrize("stride,padding,bias", [(1, 1, False), (2, 1, True), (1, 0, True)])
@@ -126,7 +130,9 @@ def test_residual_input_hessian(branch: str) -> None:
 
 def _bn_net(n_in: int, n_out: int, seed: int, bias: bool = True) -> nn.Sequential:
     _seed(seed)
-    net = nn.Sequential(nn.Linear(n_in, n_out, bias=bias), nn.BatchNorm1d(n_out, eps=1e-14)).double()
+    net = nn.Sequential(
+        nn.Linear(n_in, n_out, bias=bias), nn.BatchNorm1d(n_out, eps=1e-14)
+    ).double()
     with torch.no_grad():
         net[1].weight.copy_(1 + 0.5 * torch.randn(n_out))
         net[1].bias.copy_(0.3 * torch.randn(n_out))

@@ -101,9 +101,9 @@ def test_batchnorm_closed_forms_exact_for_isotropic_input(eps: float) -> None:
         ref_3w = mean_eig_weights(lambda w: bn(Z @ w.T), 3 * W, m)
         assert ref_3w == pytest.approx(ref_w / 9, rel=1e-6)
         rows = W.pow(2).sum(1)
-        assert batchnorm_m_w(W, gamma) == pytest.approx(float((gamma**2 * (n - 1) / (n * rows)).mean()), rel=1e-12)
-
-
+        assert batchnorm_m_w(W, gamma) == pytest.approx(
+            float((gamma**2 * (n - 1) / (n * rows)).mean()), rel=1e-12
+        )
 
 
 def test_trace_and_lambda_max_match_dense(mlp_tanh) -> None:
@@ -122,16 +122,25 @@ def test_trace_and_lambda_max_match_dense(mlp_tanh) -> None:
     (t,) = block_scales(cap, method="lambda-max", num_products=2000, blocks=[1])
     top_w = float(torch.linalg.eigvalsh(H_w)[-1])
     top_z = float(torch.linalg.eigvalsh(H_z)[-1])
-    assert t.m_w == pytest.approx(top_w, rel=1e-3) and abs(t.m_w - top_w) <= 10 * t.m_w_std_error + 1e-12
+    assert (
+        t.m_w == pytest.approx(top_w, rel=1e-3)
+        and abs(t.m_w - top_w) <= 10 * t.m_w_std_error + 1e-12
+    )
     assert t.m_z == pytest.approx(top_z, rel=1e-3)
 
 
 def test_closed_form_tracks_trace_on_conv_bn_relu_pool() -> None:
     torch.manual_seed(4)
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(8 * 4 * 4, 10),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 10),
     ).double()
     cap = hk.capture(net, torch.randn(16, 3, 8, 8, dtype=D), bn="train")
     closed = block_scales(cap, method="closed-form")
@@ -163,13 +172,17 @@ def test_average_pooling_only_as_identity() -> None:
     """Adaptive average pooling of a 1x1 map (VGG's head at 32x32) is the identity: allowed and
     exact; a 2x2 average pool is not covered by the closed forms."""
     torch.manual_seed(5)
-    ok = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2)).double()
+    ok = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2)
+    ).double()
     x = torch.randn(4, 2, 1, 1, dtype=D)
     cap = hk.capture(ok, x)
     closed = block_scales(cap, method="closed-form")
     exact = block_scales(cap, method="trace", num_products=200)
     for c, t in zip(closed, exact):
         assert c.m_w == pytest.approx(t.m_w, rel=1e-10) and c.m_z == pytest.approx(t.m_z, rel=1e-10)
-    bad = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(3, 2)).double()
+    bad = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(3, 2)
+    ).double()
     with pytest.raises(OperatorError, match="averages"):
         block_scales(hk.capture(bad, torch.randn(4, 2, 2, 2, dtype=D)), method="closed-form")

@@ -32,7 +32,9 @@ def test_activations_and_gradients_match_autograd(resnet_bn, bn):
         assert torch.allclose(cap.grad_outputs[b - 1], grads[b - 1], rtol=0, atol=1e-14)
         blk = cap.split.block(b)
         assert torch.equal(cap.per_sample_grad(blk), grads[b - 1] * x.shape[0])
-    assert cap.loss == pytest.approx(float(torch.nn.functional.cross_entropy(z, y).detach()), rel=1e-12)
+    assert cap.loss == pytest.approx(
+        float(torch.nn.functional.cross_entropy(z, y).detach()), rel=1e-12
+    )
 
 
 def test_bn_train_mode_leaves_model_bit_identical(resnet_bn):

@@ -18,7 +18,11 @@ def test_default_rule_groups_followers_with_weighted_module(conv_bn):
     assert [b.has_bn for b in split] == [True, False]
     assert [b.num_params for b in split] == [2 * 3 * 9 + 3 + 3 + 3, 48 * 3 + 3]
     assert split.blocks[0].param_names == ("0.weight", "0.bias", "1.weight", "1.bias")
-    assert split.blocks[0].buffer_names == ("1.running_mean", "1.running_var", "1.num_batches_tracked")
+    assert split.blocks[0].buffer_names == (
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    )
 
 
 def test_leading_parameter_free_modules_join_the_first_block():

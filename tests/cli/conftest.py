@@ -43,8 +43,13 @@ def hk(tmp_path: Path) -> Run:
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [*hessiankit_command(), *args], cwd=tmp_path, env=_env(), capture_output=True,
-            text=True, timeout=300, check=False,
+            [*hessiankit_command(), *args],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
 
     return run
@@ -58,7 +63,9 @@ def read_json(path: Path) -> object:
 def mlp_files(tmp_path: Path) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
     """mlp.pt (torch.save of torch.nn classes), d.pt with x, y; dx.npz with x only."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    net = nn.Sequential(
+        nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3)
+    ).double()
     x = torch.randn(7, 5, dtype=torch.float64)
     y = torch.randint(0, 3, (7,))
     torch.save(net, tmp_path / "mlp.pt")

@@ -17,8 +17,20 @@ from cli.conftest import Run, read_json
 
 def test_density_moments_nodes_and_plot(hk: Run, tmp_path: Path, mlp_files) -> None:
     net, x, y = mlp_files
-    r = hk("density", "mlp.pt", "--data", "d.pt", "--block", "2", "--probes", "6",
-           "--plot", "dens", "--json", "d.json")
+    r = hk(
+        "density",
+        "mlp.pt",
+        "--data",
+        "d.pt",
+        "--block",
+        "2",
+        "--probes",
+        "6",
+        "--plot",
+        "dens",
+        "--json",
+        "d.json",
+    )
     assert r.returncode == 0, r.stderr
     assert "mean eigenvalue" in r.stdout and "zero mass" in r.stdout
     d = read_json(tmp_path / "d.json")
@@ -39,25 +51,61 @@ def test_density_moments_nodes_and_plot(hk: Run, tmp_path: Path, mlp_files) -> N
 
 def test_report_html_and_markdown(hk: Run, tmp_path: Path, mlp_files) -> None:
     net, x, y = mlp_files
-    r = hk("report", "mlp.pt", "--data", "d.pt", "--probes", "2", "--steps", "10", "--top", "3",
-           "--out", "r.html", "--json", "r.json")
+    r = hk(
+        "report",
+        "mlp.pt",
+        "--data",
+        "d.pt",
+        "--probes",
+        "2",
+        "--steps",
+        "10",
+        "--top",
+        "3",
+        "--out",
+        "r.html",
+        "--json",
+        "r.json",
+    )
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "r.html").read_text()
     data = read_json(tmp_path / "r.json")
     assert [b["block"] for b in data["blocks"]] == [1, 2, 3]
     for b, (lo, hi) in zip(data["blocks"], [(0, 2), (2, 4), (4, 5)]):
-        ev = np.linalg.eigvalsh(dense_reference(net, lo, hi, x, y, bn="train", wrt="weights", kind="gauss-newton").numpy())
+        ev = np.linalg.eigvalsh(
+            dense_reference(
+                net, lo, hi, x, y, bn="train", wrt="weights", kind="gauss-newton"
+            ).numpy()
+        )
         assert b["spectrum"]["lambda_max"] == pytest.approx(ev[-1], rel=1e-10)
         assert b["trace"]["trace_exact"] == pytest.approx(ev.sum(), rel=1e-10)
-        assert f'id="row-block-{b["block"]}"' in page and f'id="fig-block-{b["block"]}-density"' in page
+        assert (
+            f'id="row-block-{b["block"]}"' in page
+            and f'id="fig-block-{b["block"]}-density"' in page
+        )
     assert data["settings"]["data"] == "d.pt" and data["settings"]["bn"] == "train"
-    md = hk("report", "mlp.pt", "--data", "d.pt", "--no-density", "--blocks", "1,3", "--format", "md",
-            "--out", "out.md", "--quiet")
+    md = hk(
+        "report",
+        "mlp.pt",
+        "--data",
+        "d.pt",
+        "--no-density",
+        "--blocks",
+        "1,3",
+        "--format",
+        "md",
+        "--out",
+        "out.md",
+        "--quiet",
+    )
     assert md.returncode == 0, md.stderr
     assert md.stdout == ""
     assert "| 3 |" in (tmp_path / "out.md").read_text()
     assert sorted(p.name for p in (tmp_path / "out_files").iterdir()) == [
-        "block-1-eigenvalues.png", "block-3-eigenvalues.png", "overview.png"]
+        "block-1-eigenvalues.png",
+        "block-3-eigenvalues.png",
+        "overview.png",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -68,10 +116,14 @@ def test_report_html_and_markdown(hk: Run, tmp_path: Path, mlp_files) -> None:
         (["--trace-products", "2"], "at least 6"),
     ],
 )
-def test_report_errors_are_one_line_and_leave_no_file(hk: Run, tmp_path: Path, mlp_files, args, message) -> None:
+def test_report_errors_are_one_line_and_leave_no_file(
+    hk: Run, tmp_path: Path, mlp_files, args, message
+) -> None:
     r = hk("report", "mlp.pt", "--data", "d.pt", *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hessiankit report: error:") and message in lines[0]
+    assert (
+        len(lines) == 1 and lines[0].startswith("hessiankit report: error:") and message in lines[0]
+    )
     assert "Traceback" not in r.stderr
     assert not list(tmp_path.glob("*.html")) and not (tmp_path / "missing").exists()

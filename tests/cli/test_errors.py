@@ -56,29 +56,67 @@ CASES = {
     "missing model file": (["nope.pt", "--data", "d.pt"], "does not exist"),
     "corrupt model file": (["junk.pt", "--data", "d.pt"], "not a PyTorch file"),
     "truncated model file": (["trunc.pt", "--data", "d.pt"], "not a PyTorch file"),
-    "unknown class": (["custom.pt", "--data", "d.pt"], "needs class cli.hk_cli_models.Custom, which is not in torch.nn"),
+    "unknown class": (
+        ["custom.pt", "--data", "d.pt"],
+        "needs class cli.hk_cli_models.Custom, which is not in torch.nn",
+    ),
     "state dict without arch": (["sd.pt", "--data", "d.pt"], "--arch package.module:factory"),
-    "block out of range": (["mlp.pt", "--data", "d.pt", "--block", "7"], "block 7 is out of range; this model has blocks 1..3"),
-    "unknown block name": (["mlp.pt", "--data", "d.pt", "--block", "encoder"], "no block contains module 'encoder'"),
-    "block without parameters": (["noparams.pt", "--data", "d.pt", "--block", "1"], "has no parameters; use wrt='input'"),
+    "block out of range": (
+        ["mlp.pt", "--data", "d.pt", "--block", "7"],
+        "block 7 is out of range; this model has blocks 1..3",
+    ),
+    "unknown block name": (
+        ["mlp.pt", "--data", "d.pt", "--block", "encoder"],
+        "no block contains module 'encoder'",
+    ),
+    "block without parameters": (
+        ["noparams.pt", "--data", "d.pt", "--block", "1"],
+        "has no parameters; use wrt='input'",
+    ),
     "data shape does not fit": (["mlp.pt", "--data", "wrong_shape.pt"], "does not fit block 1"),
     "missing data file": (["mlp.pt", "--data", "none.pt"], "does not exist"),
-    "labels missing for exact": (["mlp.pt", "--data", "dx.npz", "--kind", "exact"], "--kind exact needs labels"),
-    "labels missing for loss": (["mlp.pt", "--data", "dx.npz", "--kind", "loss", "--block", "model"], "--kind loss needs labels"),
+    "labels missing for exact": (
+        ["mlp.pt", "--data", "dx.npz", "--kind", "exact"],
+        "--kind exact needs labels",
+    ),
+    "labels missing for loss": (
+        ["mlp.pt", "--data", "dx.npz", "--kind", "loss", "--block", "model"],
+        "--kind loss needs labels",
+    ),
     "NaN in weights": (["nan.pt", "--data", "d.pt"], "holds NaN/Inf"),
     "Inf in activations": (["overflow.pt", "--data", "d.pt"], "produces NaN/Inf activations"),
-    "top larger than dimension": (["mlp.pt", "--data", "d.pt", "--block", "3", "--top", "16"], "use --top/--bottom at most 15"),
-    "non-differentiable block": (["--arch", "cli.hk_cli_models:detached", "--data", "d.pt", "--block", "1"], "is not differentiable"),
-    "json folder missing": (["mlp.pt", "--data", "d.pt", "--json", "no/such/dir/out.json"], "does not exist; create it first"),
-    "json under a file": (["mlp.pt", "--data", "d.pt", "--json", "a_file/out.json"], "does not exist; create it first"),
+    "top larger than dimension": (
+        ["mlp.pt", "--data", "d.pt", "--block", "3", "--top", "16"],
+        "use --top/--bottom at most 15",
+    ),
+    "non-differentiable block": (
+        ["--arch", "cli.hk_cli_models:detached", "--data", "d.pt", "--block", "1"],
+        "is not differentiable",
+    ),
+    "json folder missing": (
+        ["mlp.pt", "--data", "d.pt", "--json", "no/such/dir/out.json"],
+        "does not exist; create it first",
+    ),
+    "json under a file": (
+        ["mlp.pt", "--data", "d.pt", "--json", "a_file/out.json"],
+        "does not exist; create it first",
+    ),
     "json is a directory": (["mlp.pt", "--data", "d.pt", "--json", "."], "is a directory"),
-    "dense too large": (["big.pt", "--data", "big_x.pt", "--method", "dense"], "GiB for dimension 24321"),
-    "no eigenvalue asked": (["mlp.pt", "--data", "d.pt", "--top", "0", "--bottom", "0"], "at least one eigenvalue"),
+    "dense too large": (
+        ["big.pt", "--data", "big_x.pt", "--method", "dense"],
+        "GiB for dimension 24321",
+    ),
+    "no eigenvalue asked": (
+        ["mlp.pt", "--data", "d.pt", "--top", "0", "--bottom", "0"],
+        "at least one eigenvalue",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_user_error(case: str, files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_error(
+    case: str, files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     args, message = CASES[case]
     monkeypatch.chdir(files)
     before = set(files.rglob("*"))
@@ -92,18 +130,27 @@ def test_user_error(case: str, files: Path, capsys: pytest.CaptureFixture[str], 
     assert set(files.rglob("*")) == before  # no output file, no temporary left behind
 
 
-def test_payload_pickle_never_runs(hk: Run, files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_payload_pickle_never_runs(
+    hk: Run, files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = files / "PWNED"
     torch.save(_Payload(marker), files / "evil.pt")
     torch.save({"x": torch.zeros(2, 5), "y": _Payload(marker)}, files / "evil_data.pt")
     r = hk("spectrum", "evil.pt", "--data", "d.pt", "--json", "out.json")
     assert r.returncode == 2
-    assert r.stderr.strip() == (
-        "hessiankit spectrum: error: refusing to load evil.pt: its pickle calls posix.system when "
-        "loaded (a code payload, not a model); do not use this file"
-    ) or "calls nt.system" in r.stderr
+    assert (
+        r.stderr.strip()
+        == (
+            "hessiankit spectrum: error: refusing to load evil.pt: its pickle calls posix.system when "
+            "loaded (a code payload, not a model); do not use this file"
+        )
+        or "calls nt.system" in r.stderr
+    )
     monkeypatch.chdir(files)
-    for cmd in (["blocks", "evil.pt", "--data", "d.pt"], ["spectrum", "mlp.pt", "--data", "evil_data.pt"]):
+    for cmd in (
+        ["blocks", "evil.pt", "--data", "d.pt"],
+        ["spectrum", "mlp.pt", "--data", "evil_data.pt"],
+    ):
         assert main(cmd) == 2
         assert "refusing to load evil" in capsys.readouterr().err
     assert not marker.exists() and not (files / "out.json").exists()
@@ -113,7 +160,9 @@ def test_payload_pickle_never_runs(hk: Run, files: Path, capsys: pytest.CaptureF
     assert marker.exists()
 
 
-def test_missing_data_package_names_the_install_command(files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_data_package_names_the_install_command(
+    files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(files)
     monkeypatch.setenv("HESSIANKIT_FASHION_MNIST", str(files / "nowhere"))
     sources._fashion_mnist.cache_clear()
@@ -125,7 +174,9 @@ def test_missing_data_package_names_the_install_command(files: Path, capsys: pyt
     assert "apt-get install dataset-fashion-mnist" in err and not (files / "o.json").exists()
 
 
-def test_default_data_falls_back_with_a_note(files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_data_falls_back_with_a_note(
+    files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(files)
     monkeypatch.setenv("HESSIANKIT_FASHION_MNIST", str(files / "nowhere"))
     sources._fashion_mnist.cache_clear()

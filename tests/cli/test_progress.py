@@ -17,8 +17,12 @@ class _Terminal(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize(("quiet", "tty", "shown"), [(False, True, True), (True, True, False), (False, False, False)])
-def test_progress_bar_visibility(quiet: bool, tty: bool, shown: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("quiet", "tty", "shown"), [(False, True, True), (True, True, False), (False, False, False)]
+)
+def test_progress_bar_visibility(
+    quiet: bool, tty: bool, shown: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stream = _Terminal() if tty else io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
     with common.progress(argparse.Namespace(quiet=quiet), 100, "block 1", unit="product") as bar:

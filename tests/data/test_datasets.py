@@ -58,7 +58,10 @@ def test_fashion_mnist_subset_normalisation_and_seed() -> None:
         assert lookup[img.reshape(-1).tobytes()] == lab
     x2, _ = load_dataset("fashion-mnist", num_samples=50, seed=2)
     assert not torch.equal(x2, xn)
-    assert abs(float(raw_x.mean()) / 255 - 0.2860) < 1e-3 and abs(float(raw_x.std()) / 255 - 0.3530) < 1e-3
+    assert (
+        abs(float(raw_x.mean()) / 255 - 0.2860) < 1e-3
+        and abs(float(raw_x.std()) / 255 - 0.3530) < 1e-3
+    )
 
 
 @needs_fashion
@@ -70,7 +73,9 @@ def test_fashion_mnist_padded_for_a_cifar_vgg() -> None:
     assert float(x[:, :, :2].abs().sum()) == 0.0
 
 
-def test_missing_fashion_mnist_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_fashion_mnist_names_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HESSIANKIT_FASHION_MNIST", str(tmp_path))
     sources._fashion_mnist.cache_clear()
     try:
@@ -131,7 +136,9 @@ def test_digits_fitted_to_flat_and_larger_shapes() -> None:
     x, _ = load_dataset("digits", num_samples=10, normalize=False, seed=3)
     flat, _ = load_dataset("digits", num_samples=10, input_shape=(64,), normalize=False, seed=3)
     assert torch.equal(flat, x.reshape(10, 64))
-    big, _ = load_dataset("digits", num_samples=10, input_shape=(3, 32, 32), normalize=False, seed=3)
+    big, _ = load_dataset(
+        "digits", num_samples=10, input_shape=(3, 32, 32), normalize=False, seed=3
+    )
     assert big.shape == (10, 3, 32, 32)
     # Bilinear upsampling preserves the mean of each image up to boundary effects.
     torch.testing.assert_close(big.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=0.03, rtol=0)

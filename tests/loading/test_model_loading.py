@@ -22,9 +22,19 @@ from hessiankit.io import (
 
 def test_every_common_layer_loads_without_unpickling_code(tmp_path: Path) -> None:
     net = nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.1),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 4), nn.LayerNorm(4), nn.GELU(),
-        nn.Sequential(nn.Linear(4, 4), nn.Tanh()), nn.Identity(), nn.Linear(4, 2),
+        nn.Conv2d(1, 2, 3),
+        nn.BatchNorm2d(2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2, 4),
+        nn.LayerNorm(4),
+        nn.GELU(),
+        nn.Sequential(nn.Linear(4, 4), nn.Tanh()),
+        nn.Identity(),
+        nn.Linear(4, 2),
     )
     torch.save(net, tmp_path / "m.pt")
     loaded = load_model(tmp_path / "m.pt")
@@ -80,7 +90,9 @@ def test_arch_errors(tmp_path: Path) -> None:
     model = load_model(None, arch="hessiankit.models:default_model").model
     torch.save({"epoch": 3, "state_dict": model.state_dict()}, tmp_path / "ckpt.pt")
     again = load_model(tmp_path / "ckpt.pt", arch="hessiankit.models:default_model").model
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())
+    )
 
 
 def test_atomic_json(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def test_invalid_configurations() -> None:
 
 def test_seed_determines_the_initialisation() -> None:
     a, b, c = default_model(seed=3), default_model(seed=3), default_model(seed=4)
-    for (n, p), q, r in zip(a.named_parameters(), b.parameters(), c.parameters()):
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(p, q), n
     assert not torch.equal(a.features[0].weight, c.features[0].weight)
     # Kaiming fan-out: std sqrt(2 / (c_out * 9)) for the widest conv of vgg13 (2.4M draws).

@@ -61,7 +61,9 @@ def test_lanczos_on_operator_matches_dense(conv_bn):
     net, x, y = conv_bn
     cap = hk.capture(net, x, y, bn="train")
     op = hk.LocalHessian(cap, 1, wrt="input")
-    ref = np.linalg.eigvalsh(dense_reference(net, 0, 4, x, y, bn="train", wrt="input", kind="gauss-newton").numpy())
+    ref = np.linalg.eigvalsh(
+        dense_reference(net, 0, 4, x, y, bn="train", wrt="input", kind="gauss-newton").numpy()
+    )
     r = hk.spectrum(op, top=4, bottom=2, method="lanczos", tol=1e-10, seed=3)
     assert r.converged
     np.testing.assert_allclose(r.top.eigenvalues, ref[::-1][:4], rtol=1e-8)
@@ -77,7 +79,9 @@ def test_float32_model_analysed_in_float64(mlp_tanh):
     op = hk.LocalHessian(cap, 2, wrt="weights")
     assert op.dtype == torch.float64
     # Reference: the float32 weights, exactly representable in float64.
-    ref = dense_reference(net32.double(), 2, 4, x.float().double(), y, bn="eval", wrt="weights", kind="gauss-newton")
+    ref = dense_reference(
+        net32.double(), 2, 4, x.float().double(), y, bn="eval", wrt="weights", kind="gauss-newton"
+    )
     assert float((op.to_dense() - ref).abs().max()) <= 1e-12 * float(ref.abs().max())
 
 
@@ -86,7 +90,9 @@ def test_to_scipy_eigsh_agrees(mlp_tanh):
 
     net, x, y = mlp_tanh
     op = hk.LocalHessian(hk.capture(net, x, y), 1, wrt="weights")
-    ref = np.linalg.eigvalsh(dense_reference(net, 0, 2, x, y, bn="eval", wrt="weights", kind="gauss-newton").numpy())
+    ref = np.linalg.eigvalsh(
+        dense_reference(net, 0, 2, x, y, bn="eval", wrt="weights", kind="gauss-newton").numpy()
+    )
     top = spla.eigsh(op.to_scipy(), k=3, which="LA", tol=1e-12, return_eigenvectors=False)
     np.testing.assert_allclose(np.sort(top)[::-1], ref[::-1][:3], rtol=1e-9)
 
@@ -103,6 +109,9 @@ def test_exact_tends_to_gauss_newton_linearly_in_eta(mlp_tanh):
     net, x, y = mlp_tanh
     cap = hk.capture(net, x, y)
     gn = hk.LocalHessian(cap, 1, kind="gauss-newton").to_dense()
-    diffs = [float((hk.LocalHessian(cap, 1, kind="exact", eta=e).to_dense() - gn).norm()) for e in (0.1, 0.2, 0.4)]
+    diffs = [
+        float((hk.LocalHessian(cap, 1, kind="exact", eta=e).to_dense() - gn).norm())
+        for e in (0.1, 0.2, 0.4)
+    ]
     assert diffs[0] > 0
     np.testing.assert_allclose([diffs[1] / diffs[0], diffs[2] / diffs[0]], [2.0, 4.0], rtol=1e-10)

@@ -18,7 +18,9 @@ SLICES = {
     "conv_bn": ([(0, 4), (4, 5)], ["eval", "train"]),
     "resnet_bn": ([(0, 3), (3, 6), (6, 7)], ["eval", "train"]),
 }
-PARAMS = [pytest.param(fx, bn, id=f"{fx}-{bn}") for fx, (_, modes) in SLICES.items() for bn in modes]
+PARAMS = [
+    pytest.param(fx, bn, id=f"{fx}-{bn}") for fx, (_, modes) in SLICES.items() for bn in modes
+]
 
 
 @pytest.mark.parametrize("fixture,bn", PARAMS)
@@ -28,8 +30,10 @@ def test_all_blocks_is_the_block_diagonal_of_the_references(request, fixture, bn
     net, x, y = request.getfixturevalue(fixture)
     cap = hk.capture(net, x, y, bn=bn)
     op = AllBlocksLocalHessian(cap, wrt=wrt, kind=kind, eta=0.7)
-    refs = [dense_reference(net, lo, hi, x, y, bn=bn, wrt=wrt, kind=kind, eta=0.7)
-            for lo, hi in SLICES[fixture][0]]
+    refs = [
+        dense_reference(net, lo, hi, x, y, bn=bn, wrt=wrt, kind=kind, eta=0.7)
+        for lo, hi in SLICES[fixture][0]
+    ]
     ref = torch.block_diag(*refs)
     H = op.to_dense()
     assert [sl.stop - sl.start for sl in op.parts] == [r.shape[0] for r in refs]
@@ -42,8 +46,11 @@ def test_blockwise_spectra_match_each_blocks_dense_eigenvalues(resnet_bn):
     op = AllBlocksLocalHessian(cap)
     results = blockwise_spectra(op, top=3, bottom=1, tol=1e-10, seed=0)
     for r, (lo, hi) in zip(results, SLICES["resnet_bn"][0]):
-        ev = np.linalg.eigvalsh(dense_reference(net, lo, hi, x, y, bn="train", wrt="weights",
-                                                kind="gauss-newton").numpy())
+        ev = np.linalg.eigvalsh(
+            dense_reference(
+                net, lo, hi, x, y, bn="train", wrt="weights", kind="gauss-newton"
+            ).numpy()
+        )
         scale = np.abs(ev).max()
         assert r.converged and r.operator["wrt"] == "weights"
         np.testing.assert_allclose(r.top.eigenvalues, ev[::-1][:3], rtol=1e-8, atol=1e-12 * scale)
@@ -68,8 +75,12 @@ def test_batched_and_looped_products_agree(conv_bn, prefer):
     # train mode is the case where torch's batching rules are wrong.
     net, x, y = conv_bn
     cap = hk.capture(net, x, y, bn="train")
-    ref = torch.block_diag(*[dense_reference(net, lo, hi, x, y, bn="train", wrt="weights", kind="exact", eta=0.7)
-                             for lo, hi in SLICES["conv_bn"][0]])
+    ref = torch.block_diag(
+        *[
+            dense_reference(net, lo, hi, x, y, bn="train", wrt="weights", kind="exact", eta=0.7)
+            for lo, hi in SLICES["conv_bn"][0]
+        ]
+    )
     op = AllBlocksLocalHessian(cap, kind="exact", eta=0.7)
     op._engine._batched.prefer = prefer
     H = op.to_dense(chunk=8)

@@ -13,7 +13,9 @@ from hessiankit.operators.all_blocks import AllBlocksLocalHessian
 from hessiankit.operators.dataset import DatasetOperator
 
 
-def _more_data(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _more_data(
+    x: torch.Tensor, y: torch.Tensor, n: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     xs = torch.randn((n, *x.shape[1:]), generator=g, dtype=x.dtype)
     ys = torch.randint(0, 3, (n,), generator=g)
@@ -26,8 +28,12 @@ def test_loader_sweep_equals_the_whole_batch_reference(conv_bn, kind, keep_graph
     net, x, y = conv_bn
     X, Y = _more_data(x, y, 11, seed=3)
     loader = DataLoader(TensorDataset(X, Y), batch_size=4)  # 4 + 4 + 3
-    op = DatasetOperator(net, loader, lambda cap: hk.hessian_operator(cap, 1, kind=kind, eta=0.5),
-                         keep_graphs=keep_graphs)
+    op = DatasetOperator(
+        net,
+        loader,
+        lambda cap: hk.hessian_operator(cap, 1, kind=kind, eta=0.5),
+        keep_graphs=keep_graphs,
+    )
     assert op.batch_sizes == (4, 4, 3) and op.num_samples == 11
     ref = dense_reference(net, 0, 4, X, Y, bn="eval", wrt="weights", kind=kind, eta=0.5)
     H = op.to_dense()
@@ -39,8 +45,12 @@ def test_all_blocks_over_a_loader(mlp_tanh):
     X, Y = _more_data(x, y, 9, seed=4)
     data = [(X[:5], Y[:5]), (X[5:], Y[5:])]
     op = DatasetOperator(net, data, AllBlocksLocalHessian)
-    ref = torch.block_diag(*[dense_reference(net, lo, hi, X, Y, bn="eval", wrt="weights", kind="gauss-newton")
-                             for lo, hi in [(0, 2), (2, 4), (4, 5)]])
+    ref = torch.block_diag(
+        *[
+            dense_reference(net, lo, hi, X, Y, bn="eval", wrt="weights", kind="gauss-newton")
+            for lo, hi in [(0, 2), (2, 4), (4, 5)]
+        ]
+    )
     assert len(op.parts) == 3 and op.describe_part(1)["batch_size"] == 9
     assert float((op.to_dense() - ref).abs().max()) <= 1e-10 * float(ref.abs().max())
 
@@ -48,7 +58,9 @@ def test_all_blocks_over_a_loader(mlp_tanh):
 def test_batch_norm_train_over_several_batches_is_refused(conv_bn):
     net, x, y = conv_bn
     with pytest.raises(DataError, match="depend on how the data was split"):
-        DatasetOperator(net, [(x[:3], y[:3]), (x[3:], y[3:])], lambda c: hk.LocalHessian(c, 1), bn="train")
+        DatasetOperator(
+            net, [(x[:3], y[:3]), (x[3:], y[3:])], lambda c: hk.LocalHessian(c, 1), bn="train"
+        )
     # One batch is fine: it is the ordinary train-mode operator.
     one = DatasetOperator(net, [(x, y)], lambda c: hk.LocalHessian(c, 1), bn="train")
     ref = dense_reference(net, 0, 4, x, y, bn="train", wrt="weights", kind="gauss-newton")

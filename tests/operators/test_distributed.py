@@ -39,7 +39,10 @@ def _solve(op) -> dict[str, np.ndarray]:
     return {
         "loss_top": loss.top.eigenvalues,
         "loss_bottom": loss.bottom.eigenvalues,
-        **{f"block{i}": np.concatenate([r.top.eigenvalues, r.bottom.eigenvalues]) for i, r in enumerate(blocks)},
+        **{
+            f"block{i}": np.concatenate([r.top.eigenvalues, r.bottom.eigenvalues])
+            for i, r in enumerate(blocks)
+        },
     }
 
 
@@ -51,7 +54,9 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
         xs, ys = x[rank::world], y[rank::world]
         batches = [(xs[i : i + 4], ys[i : i + 4]) for i in range(0, len(xs), 4)]
         op = {
-            "loss": AllReduceOperator(DatasetOperator(net, batches, lambda c: hk.LossHessian(c, 1))),
+            "loss": AllReduceOperator(
+                DatasetOperator(net, batches, lambda c: hk.LossHessian(c, 1))
+            ),
             "blocks": AllReduceOperator(DatasetOperator(net, batches, AllBlocksLocalHessian)),
         }
         assert op["loss"].num_samples == N

@@ -42,9 +42,15 @@ def mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 def cnn_bn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     torch.manual_seed(1)
     net = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(4 * 2 * 2, 3),
+        nn.Conv2d(2, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 2 * 2, 3),
     ).double()
     randomise_bn(net, 1)
     return net, torch.randn(6, 2, 4, 4, dtype=D), torch.randint(0, 3, (6,))
@@ -94,7 +100,9 @@ def test_step_sizes_give_block_rates(make) -> None:
 
 def small_net() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     torch.manual_seed(3)
-    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    net = nn.Sequential(
+        nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3)
+    ).double()
     x = 0.4 * torch.randn(12, 4, dtype=D)
     return net, x, torch.randint(0, 3, (12,))
 
@@ -129,9 +137,15 @@ def test_least_squares_linear_network() -> None:
     torch.manual_seed(5)
     net = nn.Sequential(nn.Linear(4, 6), nn.Linear(6, 3)).double()
     x, y = torch.randn(10, 4, dtype=D), torch.randint(0, 3, (10,))
-    ls = BackMatchingPropagation(copy.deepcopy(net), lr=0.5, weight_solver="least-squares").step(x, y)
+    ls = BackMatchingPropagation(copy.deepcopy(net), lr=0.5, weight_solver="least-squares").step(
+        x, y
+    )
     k = BackMatchingPropagation(
-        copy.deepcopy(net), lr=0.5, weight_solver="k-steps", input_solver="least-squares", steps=3000,
+        copy.deepcopy(net),
+        lr=0.5,
+        weight_solver="k-steps",
+        input_solver="least-squares",
+        steps=3000,
         step_w=0.5,
     ).step(x, y)
     # same input targets (least squares for z in both); the weights' least squares is the minimum
@@ -151,7 +165,9 @@ def test_orthogonal_block_input_target_is_one_step() -> None:
         net[1].weight.copy_(q)
     x, y = torch.randn(6, 4, dtype=D), torch.randint(0, 4, (6,))
     a = copy.deepcopy(net)
-    BackMatchingPropagation(net, lr=0.4, weight_solver="one-step", input_solver="least-squares").step(x, y)
+    BackMatchingPropagation(
+        net, lr=0.4, weight_solver="one-step", input_solver="least-squares"
+    ).step(x, y)
     BackMatchingPropagation(a, lr=0.4).step(x, y)
     assert max_diff(net, a) < 1e-12
 

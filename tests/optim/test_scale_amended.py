@@ -21,9 +21,15 @@ D = torch.float64
 def bn_net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(6 * 2 * 2, 3),
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6 * 2 * 2, 3),
     )
     randomise_bn(net, seed)
     return net
@@ -31,7 +37,10 @@ def bn_net(seed: int = 0) -> nn.Module:
 
 def batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, 2, 4, 4, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(n)]
+    return [
+        (torch.randn(8, 2, 4, 4, generator=g), torch.randint(0, 3, (8,), generator=g))
+        for _ in range(n)
+    ]
 
 
 def train(net: nn.Module, opt: torch.optim.Optimizer, data, sched=None) -> None:
@@ -130,8 +139,14 @@ def test_per_channel_shares_and_groups() -> None:
     net = bn_net(2)
     groups = block_param_groups(net)
     roles = [(g["block"], g["role"], g["amend"]) for g in groups]
-    assert roles == [(1, "main", True), (1, "other", False), (2, "main", True), (2, "other", False),
-                     (3, "main", True), (3, "other", False)]
+    assert roles == [
+        (1, "main", True),
+        (1, "other", False),
+        (2, "main", True),
+        (2, "other", False),
+        (3, "main", True),
+        (3, "other", False),
+    ]
     opt = ScaleAmendedSGD.for_model(net, lr=0.1, per_channel=True)
     x, _ = batches(1)[0]
     net.train()
@@ -149,7 +164,9 @@ def test_closed_form_tracks_trace_multipliers() -> None:
     x, _ = batches(1, seed=3)[0]
     net.train()
     cf = ScaleAmendedSGD(block_param_groups(split), lr=0.1, split=split)
-    tr = ScaleAmendedSGD(block_param_groups(split), lr=0.1, split=split, method="trace", num_products=90)
+    tr = ScaleAmendedSGD(
+        block_param_groups(split), lr=0.1, split=split, method="trace", num_products=90
+    )
     cf.refresh(x.double())
     tr.refresh(x.double())
     a = [g["amendment"] for g in cf.param_groups if g["role"] == "main"]

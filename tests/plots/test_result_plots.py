@@ -27,11 +27,17 @@ from plots.files import assert_written
 def block_results() -> dict[str, hk.SpectrumResult]:
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)
+        torch.nn.Linear(4, 6),
+        torch.nn.Tanh(),
+        torch.nn.Linear(6, 5),
+        torch.nn.ReLU(),
+        torch.nn.Linear(5, 3),
     ).double()
     x, y = torch.randn(9, 4, dtype=torch.float64), torch.randint(0, 3, (9,))
     cap = hk.capture(net, x, y)
-    return {str(b): hk.spectrum(hk.LocalHessian(cap, b), top=4, bottom=2, seed=0) for b in (1, 2, 3)}
+    return {
+        str(b): hk.spectrum(hk.LocalHessian(cap, b), top=4, bottom=2, seed=0) for b in (1, 2, 3)
+    }
 
 
 def test_eigenvalue_stems_and_error_bars(block_results, tmp_path: Path) -> None:
@@ -81,8 +87,12 @@ def test_condition_bars_equal_the_results(block_results, tmp_path: Path) -> None
     fig = plot_condition_per_block(block_results)
     ax_l, ax_k = fig.axes
     rs = list(block_results.values())
-    np.testing.assert_array_equal([p.get_height() for p in ax_l.patches], [r.condition.lambda_max for r in rs])
-    np.testing.assert_array_equal([p.get_height() for p in ax_k.patches], [r.condition.kappa for r in rs])
+    np.testing.assert_array_equal(
+        [p.get_height() for p in ax_l.patches], [r.condition.lambda_max for r in rs]
+    )
+    np.testing.assert_array_equal(
+        [p.get_height() for p in ax_k.patches], [r.condition.kappa for r in rs]
+    )
     assert [t.get_text() for t in ax_k.get_xticklabels()] == list(block_results)
     assert ax_l.get_yscale() == ax_k.get_yscale() == "log"
     assert_written(save_figure(fig, tmp_path / "cond"))

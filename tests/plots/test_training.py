@@ -26,7 +26,9 @@ def test_band_matches_scipy_t_interval() -> None:
     x = _curves()["SGD"]
     mean, lo, hi = confidence_band(x, confidence=0.9)
     for j in range(x.shape[1]):
-        ref_lo, ref_hi = stats.t.interval(0.9, x.shape[0] - 1, loc=x[:, j].mean(), scale=stats.sem(x[:, j]))
+        ref_lo, ref_hi = stats.t.interval(
+            0.9, x.shape[0] - 1, loc=x[:, j].mean(), scale=stats.sem(x[:, j])
+        )
         assert mean[j] == pytest.approx(x[:, j].mean(), rel=1e-13)
         assert (lo[j], hi[j]) == pytest.approx((ref_lo, ref_hi), rel=1e-12)
 
@@ -56,7 +58,9 @@ def test_plotted_data_equals_band(tmp_path: Path) -> None:
         for x, a, b in zip(steps, lo, hi):
             ys = verts[np.isclose(verts[:, 0], x), 1]
             assert np.isclose(ys, a).any() and np.isclose(ys, b).any()
-        assert verts[:, 1].min() == pytest.approx(lo.min()) and verts[:, 1].max() == pytest.approx(hi.max())
+        assert verts[:, 1].min() == pytest.approx(lo.min()) and verts[:, 1].max() == pytest.approx(
+            hi.max()
+        )
     assert ax.get_yscale() == "log"
     assert_written(save_figure(fig, tmp_path / "curves"))
 

@@ -76,7 +76,11 @@ def report():
 
     torch.manual_seed(1)
     net = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 3)
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 3),
     ).double()
     randomise_bn(net, 1)
     x = torch.randn(6, 2, 4, 4, dtype=torch.float64)
@@ -86,7 +90,11 @@ def report():
     settings = run_settings(cap, data="random <b>x</b>", seed=0, wrt="weights", kind="gauss-newton")
     rep = Report("conv-bn </script><script>alert(1)</script>", settings, blocks)
     refs = {
-        b: np.linalg.eigvalsh(dense_reference(net, lo, hi, x, y, bn="train", wrt="weights", kind="gauss-newton").numpy())
+        b: np.linalg.eigvalsh(
+            dense_reference(
+                net, lo, hi, x, y, bn="train", wrt="weights", kind="gauss-newton"
+            ).numpy()
+        )
         for b, (lo, hi) in SLICES.items()
     }
     return rep, refs, render_html(rep)
@@ -116,7 +124,9 @@ def test_every_figure_is_embedded_and_valid(report, tmp_path: Path) -> None:
     page = _Page()
     page.feed(text)
     figures = {a["id"]: a for t, a in page.tags if t == "figure"}
-    want = {"fig-overview"} | {f"fig-block-{b.index}-{k}" for b in rep.blocks for k in ("eigenvalues", "density")}
+    want = {"fig-overview"} | {
+        f"fig-block-{b.index}-{k}" for b in rep.blocks for k in ("eigenvalues", "density")
+    }
     assert set(figures) == want
     imgs = [a for t, a in page.tags if t == "img"]
     assert len(imgs) == len(want)
@@ -143,7 +153,9 @@ def test_the_page_needs_no_external_resource(report) -> None:
             assert attrs.get("type") == "application/json" and "src" not in attrs
     css = page.raw["style"]
     assert "url(" not in css and "@import" not in css
-    csp = [a for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    csp = [
+        a for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"
+    ]
     assert csp and "default-src 'none'" in (csp[0]["content"] or "")
     # user strings are escaped: the title cannot close the JSON element or open a script
     assert text.count("<script") == 1 and "<b>x</b>" not in text
@@ -161,7 +173,10 @@ def test_json_twin_holds_every_number_at_full_precision(report) -> None:
         assert d["spectrum"]["lambda_max"] == b.spectrum.condition.lambda_max
         assert d["spectrum"]["lambda_max"] == pytest.approx(refs[b.index][-1], rel=1e-10)
         assert d["spectrum"]["eigenvalues"] == b.spectrum.top.eigenvalues.tolist()
-        assert d["trace"]["trace"] == b.trace.trace and d["trace"]["trace_std_error"] == b.trace.std_error
+        assert (
+            d["trace"]["trace"] == b.trace.trace
+            and d["trace"]["trace_std_error"] == b.trace.std_error
+        )
         assert d["density"]["linear"]["density"] == b.density.linear.density.tolist()
         assert d["density"]["nodes"] == [t.tolist() for t in b.density.nodes]
     link = [a for t, a in page.tags if t == "a" and a.get("download")]
@@ -193,5 +208,9 @@ def test_a_smallest_eigenvalue_near_the_null_threshold_is_flagged() -> None:
     assert r.condition.threshold < 3e-14 < SUSPECT_FACTOR * r.condition.threshold
     (w,) = _warnings(r)
     assert "rounding-level zero" in w
-    clean = hk.spectrum(hk.MatrixOperator(torch.diag(ev + torch.tensor([0, 0, 1e-3, 0, 0])), is_psd=True), top=1, bottom=1)
+    clean = hk.spectrum(
+        hk.MatrixOperator(torch.diag(ev + torch.tensor([0, 0, 1e-3, 0, 0])), is_psd=True),
+        top=1,
+        bottom=1,
+    )
     assert _warnings(clean) == ()

@@ -79,7 +79,9 @@ def test_breakdown_restarts_to_find_multiplicities():
     np.testing.assert_allclose(r.top.eigenvalues, [5.0] * 6, rtol=1e-10)
     r1 = lanczos(op, top=1, bottom=1, block_size=1, tol=1e-10, seed=0, max_products=60)
     assert r1.breakdowns == 0 or r1.basis_size > 3
-    np.testing.assert_allclose([r1.top.eigenvalues[0], r1.bottom.eigenvalues[0]], [5.0, 1.0], rtol=1e-10)
+    np.testing.assert_allclose(
+        [r1.top.eigenvalues[0], r1.bottom.eigenvalues[0]], [5.0, 1.0], rtol=1e-10
+    )
 
 
 def test_k_close_to_the_dimension_exhausts_the_space():
@@ -122,4 +124,6 @@ def test_ritz_vectors_are_eigenvectors():
     V = r.top.eigenvectors
     assert V is not None and V.shape == (120, 2)
     R = op.matrix @ V - V * torch.tensor(r.top.eigenvalues)
-    np.testing.assert_allclose(torch.linalg.vector_norm(R, dim=0).numpy(), r.top.residuals, atol=1e-9)
+    np.testing.assert_allclose(
+        torch.linalg.vector_norm(R, dim=0).numpy(), r.top.residuals, atol=1e-9
+    )

@@ -36,22 +36,40 @@ def test_basis_budget_restarts_and_still_matches_eigh(p, columns):
     ev = _gapped()
     op = spectra.with_spectrum(ev, seed=4)
     budget = columns * 8 * op.dim
-    r = lanczos(op, top=3, bottom=2, block_size=p, tol=1e-10, seed=0, max_basis_bytes=budget,
-                max_products=3000)
+    r = lanczos(
+        op,
+        top=3,
+        bottom=2,
+        block_size=p,
+        tol=1e-10,
+        seed=0,
+        max_basis_bytes=budget,
+        max_products=3000,
+    )
     exact = np.sort(ev)
     assert r.restarts > 0
     assert r.basis_bytes <= budget and r.max_basis_bytes == budget
     assert r.top.all_converged and r.bottom.all_converged
     np.testing.assert_allclose(r.top.eigenvalues, exact[::-1][:3], rtol=1e-8)
     np.testing.assert_allclose(r.bottom.eigenvalues, exact[:2], rtol=1e-8)
-    assert np.all(np.abs(r.top.eigenvalues - exact[::-1][:3]) <= r.top.error_bounds * (1 + 1e-6) + 1e-13)
+    assert np.all(
+        np.abs(r.top.eigenvalues - exact[::-1][:3]) <= r.top.error_bounds * (1 + 1e-6) + 1e-13
+    )
 
 
 def test_restart_from_range_start_keeps_smallest_nonzero():
     ev = spectra.with_zeros()
     op = spectra.with_spectrum(ev, seed=3, psd=True)
-    r = lanczos(op, top=2, bottom=2, block_size=2, tol=1e-10, seed=0,
-                max_basis_bytes=60 * 8 * op.dim, max_products=4000)
+    r = lanczos(
+        op,
+        top=2,
+        bottom=2,
+        block_size=2,
+        tol=1e-10,
+        seed=0,
+        max_basis_bytes=60 * 8 * op.dim,
+        max_products=4000,
+    )
     assert r.restarts > 0 and r.range_start
     nonzero = np.sort(ev[ev > 0])
     np.testing.assert_allclose(r.bottom.eigenvalues, nonzero[:2], rtol=1e-7)
@@ -64,10 +82,13 @@ def test_budget_too_small_is_refused_with_the_size_needed():
         lanczos(op, top=3, block_size=2, max_basis_bytes=4 * 8 * op.dim)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"top": 4, "bottom": 2, "block_size": 2},
-    {"top": 3, "bottom": 3, "block_size": 1, "max_basis_bytes": 30 * 8 * 250},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"top": 4, "bottom": 2, "block_size": 2},
+        {"top": 3, "bottom": 3, "block_size": 1, "max_basis_bytes": 30 * 8 * 250},
+    ],
+)
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, kwargs):
     op = spectra.with_spectrum(spectra.indefinite(), seed=5)
     ref = lanczos(op, tol=1e-10, seed=1, **kwargs)

@@ -37,7 +37,9 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("seed", [0, 1])
-def test_density_integrates_to_one_and_moments_match_the_exact_spectrum(case: str, seed: int) -> None:
+def test_density_integrates_to_one_and_moments_match_the_exact_spectrum(
+    case: str, seed: int
+) -> None:
     ev = CASES[case]
     op = spectra.with_spectrum(ev, seed=10 + seed)
     A = op.matrix.numpy()
@@ -107,7 +109,9 @@ def test_zero_and_negative_mass_estimate_the_eigenvalue_fractions() -> None:
 
 
 def test_default_width_is_the_node_spread_over_the_steps() -> None:
-    d = slq(spectra.with_spectrum(spectra.distinct(100), seed=6), num_probes=4, num_steps=25, seed=0)
+    d = slq(
+        spectra.with_spectrum(spectra.distinct(100), seed=6), num_probes=4, num_steps=25, seed=0
+    )
     allt = np.concatenate(d.nodes)
     assert d.linear.sigma == pytest.approx((allt.max() - allt.min()) / 25, rel=1e-12)
     nz = np.log10(np.abs(allt[np.abs(allt) > d.zero_threshold]))
@@ -124,7 +128,9 @@ def test_without_reorthogonalisation_the_low_moments_agree() -> None:
         assert none.moment(k)[0] == pytest.approx(full.moment(k)[0], rel=1e-8)
 
 
-@pytest.mark.parametrize(("wrt", "kind"), [("weights", "gauss-newton"), ("input", "exact"), ("weights", "loss")])
+@pytest.mark.parametrize(
+    ("wrt", "kind"), [("weights", "gauss-newton"), ("input", "exact"), ("weights", "loss")]
+)
 def test_local_and_loss_hessians_of_a_network(mlp_tanh, wrt: str, kind: str) -> None:
     net, x, y = mlp_tanh
     cap = capture(net, x, y)

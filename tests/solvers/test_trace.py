@@ -32,7 +32,9 @@ def test_hutch_plus_plus_beats_hutchinson_on_a_decaying_spectrum():
     op = spectra.with_spectrum(ev, seed=1)
     exact = float(ev.sum())
     err_h = np.median([abs(hutchinson(op, num_probes=60, seed=s).trace - exact) for s in range(10)])
-    err_pp = np.median([abs(hutch_plus_plus(op, num_products=60, seed=s).trace - exact) for s in range(10)])
+    err_pp = np.median(
+        [abs(hutch_plus_plus(op, num_products=60, seed=s).trace - exact) for s in range(10)]
+    )
     assert err_pp < 0.2 * err_h
 
 
