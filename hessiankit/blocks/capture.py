@@ -72,7 +72,8 @@ def run_block(
         tensors.update(params)
     tensors.update(state.fresh_buffers(block.buffer_names))
     with analysis_mode([block.function], bn):
-        return functional_call(block.function, tensors, (z,))
+        out: torch.Tensor = functional_call(block.function, tensors, (z,))
+    return out
 
 
 @dataclass(frozen=True, eq=False)

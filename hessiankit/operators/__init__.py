@@ -52,6 +52,7 @@ def hessian_operator(
         eta: back-matching step size (``"exact"`` only).
         backend: ``"double-backprop"`` or ``"forward-over-reverse"``.
     """
-    if check_kind(kind) == "loss":
+    checked = check_kind(kind)
+    if checked == "loss":
         return LossHessian(capture, block, wrt=wrt, backend=backend)
-    return LocalHessian(capture, block, wrt=wrt, kind=kind, eta=eta, backend=backend)
+    return LocalHessian(capture, block, wrt=wrt, kind=checked, eta=eta, backend=backend)

@@ -457,17 +457,25 @@ class LanczosIteration:
                 "the Krylov checkpoint was written by a run with other settings (operator "
                 "dimension, dtype, top/bottom, block size, tol or seed); delete it or use another path"
             )
-        Q = state["Q"]
-        T = state["T"]
-        assert isinstance(Q, torch.Tensor) and isinstance(T, torch.Tensor)
+        def tensor(key: str) -> torch.Tensor:
+            value = state.get(key)
+            if not isinstance(value, torch.Tensor):
+                raise OperatorError(
+                    f"the Krylov checkpoint is damaged (no tensor {key!r}); delete it or use "
+                    "another path"
+                )
+            return value
+
+        Q, T, G, X = tensor("Q"), tensor("T"), tensor("G"), tensor("X")
+        gen_state, counters = tensor("generator"), tensor("counters")
         self._basis.reset(Q.to(self.device))
         s = Q.shape[1]
         self._T = np.zeros((max(16, 2 * s), max(16, 2 * s)))
         self._T[:s, :s] = T.numpy()
-        self._G = state["G"].numpy()  # type: ignore[union-attr]
-        self._X = state["X"].to(self.device)  # type: ignore[union-attr]
-        self._gen.set_state(state["generator"])  # type: ignore[arg-type]
-        c = [int(v) for v in state["counters"].tolist()]  # type: ignore[union-attr]
+        self._G = G.numpy()
+        self._X = X.to(self.device)
+        self._gen.set_state(gen_state)
+        c = [int(v) for v in counters.tolist()]
         self.products, self.breakdowns, self.restarts, self._s0, self.peak_columns = c[:5]
         self.exhausted, self.finished = bool(c[5]), bool(c[6])
         self._phase = "start" if c[7] else "iterate"

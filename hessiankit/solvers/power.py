@@ -100,7 +100,7 @@ def power_iteration(
     found: list[torch.Tensor] = []
     values, residuals, conv = [], [], []
 
-    def apply(v: torch.Tensor) -> torch.Tensor:
+    def apply(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # B v with B = sign A + shift I; returns (B v, A v).
         Av = op.matmat(v[:, None]).to(torch.float64)[:, 0]
         return sign * Av + shift * v, Av
