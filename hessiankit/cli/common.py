@@ -175,13 +175,88 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _positive(text: str) -> int:
+    return _integer(text, 1)
+
+
+def count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _integer(text, 0)
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(text, 1)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _integer(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} must be {least} or more")
     return value
+
+
+def add_operator_arguments(p: argparse.ArgumentParser) -> None:
+    """``--wrt``, ``--kind``, ``--eta``: which local Hessian."""
+    p.add_argument(
+        "--wrt",
+        choices=("weights", "input"),
+        default="weights",
+        help="differentiate w.r.t. the block's weights (default) or its input",
+    )
+    p.add_argument(
+        "--kind",
+        choices=("gauss-newton", "exact", "loss"),
+        default="gauss-newton",
+        help="gauss-newton (default; no labels needed), exact (back-matching loss Hessian "
+        "with target z_b - eta g_b) or loss (training-loss Hessian)",
+    )
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=1.0,
+        help="step size eta of the back-matching target, for --kind exact (default 1.0)",
+    )
+
+
+def add_solver_arguments(p: argparse.ArgumentParser, *, per_block: bool = False) -> None:
+    """``--top``, ``--bottom``, ``--method``, ``--tol``: how to solve for the extreme spectrum."""
+    each = " per block" if per_block else ""
+    p.add_argument(
+        "--top", type=count, default=10, metavar="K", help=f"largest eigenvalues{each} (default 10)"
+    )
+    p.add_argument(
+        "--bottom",
+        type=count,
+        default=1,
+        metavar="K",
+        help="smallest eigenvalues, on the range for PSD operators (default 1)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("auto", "lanczos", "power", "dense"),
+        default="auto",
+        help="auto (default): dense eigh up to dimension 1024, else block Lanczos",
+    )
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=1e-6,
+        help="relative tolerance of iterative methods (default 1e-6)",
+    )
 
 
 # ----------------------------------------------------------------------------- model

@@ -28,41 +28,18 @@ HELP = "spectral density of a block's local Hessian (stochastic Lanczos quadratu
 DESCRIPTION = __doc__
 
 
-def add_operator_arguments(p: argparse.ArgumentParser) -> None:
-    """``--wrt``, ``--kind``, ``--eta`` (as ``hessiankit spectrum``)."""
-    p.add_argument(
-        "--wrt",
-        choices=("weights", "input"),
-        default="weights",
-        help="differentiate w.r.t. the block's weights (default) or its input",
-    )
-    p.add_argument(
-        "--kind",
-        choices=("gauss-newton", "exact", "loss"),
-        default="gauss-newton",
-        help="gauss-newton (default; no labels needed), exact (back-matching loss Hessian "
-        "with target z_b - eta g_b) or loss (training-loss Hessian)",
-    )
-    p.add_argument(
-        "--eta",
-        type=float,
-        default=1.0,
-        help="step size eta of the back-matching target, for --kind exact (default 1.0)",
-    )
-
-
 def add_density_arguments(p: argparse.ArgumentParser) -> None:
     """``--probes``, ``--steps``."""
     p.add_argument(
         "--probes",
-        type=_positive,
+        type=common.positive,
         default=8,
         metavar="P",
         help="Rademacher probe vectors (default 8; the error falls like 1/sqrt(P))",
     )
     p.add_argument(
         "--steps",
-        type=_positive,
+        type=common.positive,
         default=80,
         metavar="M",
         help="Lanczos steps per probe (default 80; capped at the dimension)",
@@ -77,17 +54,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="B",
         help="block index (from 1, see `hessiankit blocks`), a module path, or 'model'",
     )
-    add_operator_arguments(p)
+    common.add_operator_arguments(p)
     add_density_arguments(p)
     p.add_argument(
         "--sigma",
-        type=_positive_float,
+        type=common.positive_float,
         metavar="S",
         help="kernel width on lambda (default: spread of the nodes / steps)",
     )
     p.add_argument(
         "--log-sigma",
-        type=_positive_float,
+        type=common.positive_float,
         metavar="S",
         help="kernel width on log10|lambda| in decades (default: spread / steps)",
     )
@@ -97,26 +74,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_data_arguments(p)
     common.add_compute_arguments(p)
     common.add_output_arguments(p)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
 
 
 def check_output(path: str, option: str) -> Path:

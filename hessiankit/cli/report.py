@@ -23,7 +23,6 @@ import time
 from hessiankit.cli import common
 from hessiankit.cli.density import (
     add_density_arguments,
-    add_operator_arguments,
     build_operators,
     check_output,
 )
@@ -34,16 +33,6 @@ HELP = "HTML or Markdown report: per-block spectra, traces, densities and plots"
 DESCRIPTION = __doc__
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_model_arguments(p)
     p.add_argument(
@@ -52,33 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="'all' (default) or a comma list of block indices / module paths, e.g. 1,3",
     )
-    add_operator_arguments(p)
-    p.add_argument(
-        "--top",
-        type=_count,
-        default=10,
-        metavar="K",
-        help="largest eigenvalues per block (default 10)",
-    )
-    p.add_argument(
-        "--bottom",
-        type=_count,
-        default=1,
-        metavar="K",
-        help="smallest eigenvalues, on the range for PSD operators (default 1)",
-    )
-    p.add_argument(
-        "--method",
-        choices=("auto", "lanczos", "power", "dense"),
-        default="auto",
-        help="auto (default): dense eigh up to dimension 1024, else block Lanczos",
-    )
-    p.add_argument(
-        "--tol",
-        type=float,
-        default=1e-6,
-        help="relative tolerance of iterative methods (default 1e-6)",
-    )
+    common.add_operator_arguments(p)
+    common.add_solver_arguments(p, per_block=True)
     p.add_argument(
         "--rank-rtol",
         type=float,

@@ -48,60 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="block index (from 1, see `hessiankit blocks`), a module path, 'all' (every block, one "
         "row each; default) or 'model' (the whole network as one block)",
     )
-    p.add_argument(
-        "--wrt",
-        choices=("weights", "input"),
-        default="weights",
-        help="differentiate w.r.t. the block's weights (default) or its input",
-    )
-    p.add_argument(
-        "--kind",
-        choices=("gauss-newton", "exact", "loss"),
-        default="gauss-newton",
-        help="gauss-newton (default; no labels needed), exact (back-matching loss Hessian "
-        "with target z_b - eta g_b) or loss (training-loss Hessian)",
-    )
-    p.add_argument(
-        "--eta",
-        type=float,
-        default=1.0,
-        help="step size eta of the back-matching target, for --kind exact (default 1.0)",
-    )
-    p.add_argument(
-        "--top", type=_count, default=10, metavar="K", help="largest eigenvalues (default 10)"
-    )
-    p.add_argument(
-        "--bottom",
-        type=_count,
-        default=1,
-        metavar="K",
-        help="smallest eigenvalues, on the range for PSD operators (default 1)",
-    )
-    p.add_argument(
-        "--method",
-        choices=("auto", "lanczos", "power", "dense"),
-        default="auto",
-        help="auto (default): dense eigh up to dimension 1024, else block Lanczos",
-    )
-    p.add_argument(
-        "--tol",
-        type=float,
-        default=1e-6,
-        help="relative tolerance of iterative methods (default 1e-6)",
-    )
+    common.add_operator_arguments(p)
+    common.add_solver_arguments(p)
     common.add_data_arguments(p)
     common.add_compute_arguments(p)
     common.add_output_arguments(p)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
