@@ -36,54 +36,17 @@ Config = Sequence[int | str]
 #: vgg11..vgg19 are the standard ones (Simonyan & Zisserman, configs A, B, D, E);
 #: "small" is the built-in default model of the command line (four blocks, 2,034 weights for
 #: 1 input channel and 10 classes: small enough that `hessiankit spectrum` runs in seconds).
+# fmt: off
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
     "small": (8, "M", 8, "M", 16, "M"),
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg16": (
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-    ),
-    "vgg19": (
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-    ),
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"),
 }
+# fmt: on
 
 
 def vgg_config(cfg: str | Config, width: float = 1.0) -> tuple[int | str, ...]:

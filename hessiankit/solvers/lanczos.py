@@ -457,6 +457,7 @@ class LanczosIteration:
                 "the Krylov checkpoint was written by a run with other settings (operator "
                 "dimension, dtype, top/bottom, block size, tol or seed); delete it or use another path"
             )
+
         def tensor(key: str) -> torch.Tensor:
             value = state.get(key)
             if not isinstance(value, torch.Tensor):
