@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,14 @@ import torch
 from torch import nn
 
 from hessiankit._version import __version__
+from hessiankit.blocks import Block, BlockCapture, BlockSplit, capture, split_blocks
 from hessiankit.blocks.modes import is_batchnorm
+from hessiankit.cli.batches import combine_batches
 from hessiankit.data import DATASETS, load_data_file, load_dataset, natural_shape
 from hessiankit.errors import DataError, HessiankitError, ModelLoadError, OperatorError
 from hessiankit.io import check_writable, load_model, write_json_atomic
 from hessiankit.models import DEFAULT_INPUT_SHAPE, default_model
+from hessiankit.operators import SymmetricOperator, hessian_operator
 
 __all__ = [
     "Batches",
@@ -547,3 +551,57 @@ def fmt(value: float | None, spec: str = ".4e") -> str:
 
 def is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, HessiankitError)
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """What the shared options load: model, data, block split, one capture per batch, and
+    ``make(block)``, the block's operator over all ``--num-batches`` batches."""
+
+    info: ModelInfo
+    data: Batches
+    split: BlockSplit
+    captures: list[BlockCapture]
+    make: Callable[[Block], SymmetricOperator]
+    loss: str
+    capture_seconds: float
+
+
+def build_operators(args: argparse.Namespace) -> Prepared:
+    """Load model and data, capture every batch (shared by spectrum, density and report).
+
+    Raises:
+        DataError: ``--kind exact/loss`` on data without labels (and every loading error).
+    """
+    if args.kind != "exact" and args.eta != 1.0:
+        note(args, "--eta only changes --kind exact; ignored")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype)
+    info = open_model(args, device)
+    check_torchscript_bn(info, args.bn)
+    split = split_blocks(info.model)
+    data = load_batches(args, info, device)
+    for n in data.notes:
+        note(args, n)
+    needs_labels = args.kind in ("exact", "loss")
+    if needs_labels and not data.has_labels:
+        raise DataError(
+            f"--kind {args.kind} needs labels but the data has none (no 'y'); add labels y to the "
+            "data file or use --kind gauss-newton"
+        )
+    loss = data.loss if args.loss == "auto" else args.loss
+    start = time.perf_counter()
+    caps = [
+        capture(split, x, y if needs_labels else None, loss_fn=loss, bn=args.bn, dtype=dtype)
+        for x, y in data.batches
+    ]
+    seconds = time.perf_counter() - start
+
+    def make(block: Block) -> SymmetricOperator:
+        ops = [hessian_operator(c, block, wrt=args.wrt, kind=args.kind, eta=args.eta) for c in caps]
+        return combine_batches(ops, args.wrt)
+
+    return Prepared(info, data, split, caps, make, loss, seconds)

@@ -12,15 +12,10 @@ the nodes; ``--plot PATH`` writes the figure as PATH.png and PATH.svg; ``--json`
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from hessiankit.blocks import Block, BlockCapture, BlockSplit, capture, split_blocks
 from hessiankit.cli import common
-from hessiankit.cli.batches import combine_batches
-from hessiankit.errors import DataError, OperatorError
-from hessiankit.operators import SymmetricOperator, hessian_operator
+from hessiankit.errors import OperatorError
 from hessiankit.solvers.slq import slq
 
 NAME = "density"
@@ -91,53 +86,6 @@ def check_output(path: str, option: str) -> Path:
     return p
 
 
-@dataclass(frozen=True, eq=False)
-class Prepared:
-    """What the shared options load: model, data, block split, one capture per batch, and
-    ``make(block)``, the block's operator over all ``--num-batches`` batches."""
-
-    info: common.ModelInfo
-    data: common.Batches
-    split: BlockSplit
-    captures: list[BlockCapture]
-    make: Callable[[Block], SymmetricOperator]
-
-
-def build_operators(args: argparse.Namespace) -> Prepared:
-    """Load model and data, capture every batch (shared with ``hessiankit report``).
-
-    Raises:
-        DataError: ``--kind exact/loss`` on data without labels (and every loading error).
-    """
-    if args.kind != "exact" and args.eta != 1.0:
-        common.note(args, "--eta only changes --kind exact; ignored")
-    device = common.resolve_device(args.device)
-    dtype = common.resolve_dtype(args.dtype)
-    info = common.open_model(args, device)
-    common.check_torchscript_bn(info, args.bn)
-    split = split_blocks(info.model)
-    data = common.load_batches(args, info, device)
-    for n in data.notes:
-        common.note(args, n)
-    needs_labels = args.kind in ("exact", "loss")
-    if needs_labels and not data.has_labels:
-        raise DataError(
-            f"--kind {args.kind} needs labels but the data has none (no 'y'); add labels y to the "
-            "data file or use --kind gauss-newton"
-        )
-    loss = data.loss if args.loss == "auto" else args.loss
-    caps = [
-        capture(split, x, y if needs_labels else None, loss_fn=loss, bn=args.bn, dtype=dtype)
-        for x, y in data.batches
-    ]
-
-    def make(block: Block) -> SymmetricOperator:
-        ops = [hessian_operator(c, block, wrt=args.wrt, kind=args.kind, eta=args.eta) for c in caps]
-        return combine_batches(ops, args.wrt)
-
-    return Prepared(info, data, split, caps, make)
-
-
 def run(args: argparse.Namespace) -> int:
     common.prepare_json(args)
     if args.plot:
@@ -146,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise OperatorError(
             "density takes one block; give --block B (use `hessiankit report` for all)"
         )
-    prep = build_operators(args)
+    prep = common.build_operators(args)
     info, data = prep.info, prep.data
     block = prep.split.whole_model() if args.block == "model" else prep.split.block(args.block)
     op = prep.make(block)

@@ -23,7 +23,6 @@ import time
 from hessiankit.cli import common
 from hessiankit.cli.density import (
     add_density_arguments,
-    build_operators,
     check_output,
 )
 from hessiankit.errors import OperatorError
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if not blocks:
         raise OperatorError("--blocks is empty; give 'all' or block indices like 1,3")
     start = time.perf_counter()
-    prep = build_operators(args)
+    prep = common.build_operators(args)
     chosen = list(prep.split) if blocks == "all" else [prep.split.block(b) for b in blocks]
     stages = 2 + (0 if args.no_density else 1)
     with (

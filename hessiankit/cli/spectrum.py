@@ -18,14 +18,12 @@ rank when the whole spectrum is known, and the condition number on the range.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
-from hessiankit.blocks import Block, BlockSplit, capture, split_blocks
+from hessiankit.blocks import Block, BlockSplit
 from hessiankit.cli import common
-from hessiankit.cli.batches import Reporting, combine_batches
-from hessiankit.errors import DataError, OperatorError
-from hessiankit.operators import hessian_operator
+from hessiankit.cli.batches import Reporting
+from hessiankit.errors import OperatorError
 from hessiankit.solvers import SpectrumResult, spectrum
 
 NAME = "spectrum"
@@ -59,40 +57,15 @@ def run(args: argparse.Namespace) -> int:
     common.prepare_json(args)
     if args.top + args.bottom < 1:
         raise OperatorError("ask for at least one eigenvalue: --top 1 or --bottom 1")
-    if args.kind != "exact" and args.eta != 1.0:
-        common.note(args, "--eta only changes --kind exact; ignored")
-    device = common.resolve_device(args.device)
-    dtype = common.resolve_dtype(args.dtype)
-    info = common.open_model(args, device)
-    common.check_torchscript_bn(info, args.bn)
-    split = split_blocks(info.model)
-    targets = _targets(split, args.block)
-    data = common.load_batches(args, info, device)
-    for n in data.notes:
-        common.note(args, n)
-    needs_labels = args.kind in ("exact", "loss")
-    if needs_labels and not data.has_labels:
-        raise DataError(
-            f"--kind {args.kind} needs labels but the data has none (no 'y'); add labels y to the "
-            "data file or use --kind gauss-newton"
-        )
-    loss = data.loss if args.loss == "auto" else args.loss
-    start = time.perf_counter()
-    caps = [
-        capture(split, x, y if needs_labels else None, loss_fn=loss, bn=args.bn, dtype=dtype)
-        for x, y in data.batches
-    ]
-    capture_seconds = time.perf_counter() - start
+    prep = common.build_operators(args)
+    info, data, loss = prep.info, prep.data, prep.loss
+    targets = _targets(prep.split, args.block)
     records = []
     with common.progress(
         args, len(targets) if len(targets) > 1 else 0, "blocks", unit="block"
     ) as outer:
         for block in targets:
-            ops = [
-                hessian_operator(cap, block, wrt=args.wrt, kind=args.kind, eta=args.eta)
-                for cap in caps
-            ]
-            op = combine_batches(ops, args.wrt)
+            op = prep.make(block)
             dense = args.method == "dense" or (args.method == "auto" and op.dim <= 1024)
             with common.progress(args, None, f"block {block.index}", unit="product") as bar:
                 res = spectrum(
@@ -112,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         _print_all(args, info, data, records)
     common.out(
         args,
-        f"(capture {capture_seconds:.2f} s; {len(caps)} batch(es) of {data.description['batch_size']})",
+        f"(capture {prep.capture_seconds:.2f} s; {len(prep.captures)} batch(es) of {data.description['batch_size']})",
     )
     common.emit_json(args, records[0] if args.block != "all" else records)
     return 0
