@@ -18,8 +18,10 @@ Stathopoulos & Wu 2002):
 4. Stop when every wanted Ritz value converged, when the basis spans the whole space (then all
    eigenvalues are exact), or when the product budget is spent.
 
-The basis and T are float64 whatever the operator's dtype; vectors stay on the operator's
-device. A block size p >= the largest multiplicity among the wanted eigenvalues finds every copy
+T, the Gram-Schmidt coefficients and every projection are float64 whatever the operator's
+dtype; the basis is stored in float64, or in float32 (half the memory) for a float32 operator
+or when a memory budget requires it (see :class:`LanczosIteration`); vectors stay on the
+operator's device. A block size p >= the largest multiplicity among the wanted eigenvalues finds every copy
 (a Linear block's weight local Hessian repeats each eigenvalue ``out_features`` times);
 single-vector Lanczos (p = 1) is cheapest for distinct eigenvalues.
 
