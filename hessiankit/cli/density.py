@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         args,
         common.format_table(["quantity", "estimate", "std. error"], rows, [False, True, False]),
     )
-    if args.plot:
+    if args.plot and common.torchrun.is_primary():
         from hessiankit.plots import plot_density, save_figure
 
         paths = save_figure(plot_density(d), args.plot)
