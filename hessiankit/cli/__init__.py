@@ -13,6 +13,9 @@ Commands (one module each in this package):
 
 Without ``MODEL`` both run on the built-in small VGG with BN and Fashion-MNIST.
 
+Under ``torchrun --nproc_per_node R -m hessiankit ...`` the ranks share the samples and
+all-reduce every product; rank 0 prints and writes (:mod:`hessiankit.cli.torchrun`).
+
 Adding a command
 ----------------
 Write ``hessiankit/cli/<name>.py`` with four names::

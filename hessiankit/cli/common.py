@@ -642,12 +642,13 @@ def build_operators(args: argparse.Namespace) -> Prepared:
                 hessian_operator(c, block, wrt="input", kind=args.kind, eta=args.eta) for c in caps
             ]
             return ops[0] if len(ops) == 1 else BatchDirectSum(ops)
-        op = DatasetOperator(
-            split,
-            caps,
-            lambda c: hessian_operator(c, block, wrt="weights", kind=args.kind, eta=args.eta),
-            bn=args.bn,
-        )
+
+        def one(c: BlockCapture) -> SymmetricOperator:
+            return hessian_operator(c, block, wrt="weights", kind=args.kind, eta=args.eta)
+
+        if len(caps) == 1 and world.size == 1:
+            return one(caps[0])  # the mean over one batch is its operator: keep it as it is
+        op = DatasetOperator(split, caps, one, bn=args.bn)
         return op if world.size == 1 else AllReduceOperator(op)
 
     return Prepared(info, data, split, caps, make, loss, seconds, _mean_loss(caps, world), world)
