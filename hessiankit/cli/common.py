@@ -403,6 +403,11 @@ def load_batches(args: argparse.Namespace, info: ModelInfo, device: torch.device
                 f"the data has samples of shape {tuple(x.shape[1:])} but --input-shape is "
                 f"{tuple(args.input_shape)}; make them agree"
             )
+        if args.batch_size is not None and sizes[-1] < args.batch_size:
+            notes.append(
+                f"{Path(args.data).name} has {n} samples: the last of the {k} batch(es) holds "
+                f"{sizes[-1]}"
+            )
         m = sizes[0]
         desc: dict[str, Any] = {"data": str(args.data), "samples": sum(sizes)}
         xs: torch.Tensor | None = x[: sum(sizes)]
