@@ -88,7 +88,7 @@ def test_two_ranks_give_the_single_process_report(hk: Run, tmp_path: Path, bn_fi
 
 def test_bn_train_over_ranks_stops_every_rank_with_one_line(tmp_path: Path, bn_files) -> None:
     r = _torchrun(
-        tmp_path, "spectrum", "bn.pt", *DATA, "--json", "x.json",
+        tmp_path, "spectrum", "bn.pt", *DATA, "--json", "x.json", "--quiet",
         launcher=("--log-dir", "logs", "--redirects", "3"),
     )  # fmt: skip
     assert r.returncode != 0
