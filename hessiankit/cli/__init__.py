@@ -13,6 +13,9 @@ Commands (one module each in this package):
 
 Without ``MODEL`` both run on the built-in small VGG with BN and Fashion-MNIST.
 
+Under ``torchrun --nproc_per_node R -m hessiankit ...`` the ranks share the samples and
+all-reduce every product; rank 0 prints and writes (:mod:`hessiankit.cli.torchrun`).
+
 Adding a command
 ----------------
 Write ``hessiankit/cli/<name>.py`` with four names::
@@ -33,9 +36,11 @@ with status 2; other exceptions keep their traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 
 from hessiankit._version import __version__
@@ -72,15 +77,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for a user error)."""
+    """Run the command line; returns the exit status (2 for a user error).
+
+    Under ``torchrun`` (:mod:`hessiankit.cli.torchrun`) every rank runs the command in one
+    process group; only rank 0 prints (usage errors and user errors included).
+    """
+    from hessiankit.cli import torchrun
+
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args._run(args))
+        world = torchrun.detect()
     except HessiankitError as exc:
-        message = " ".join(str(exc).split())
-        print(f"hessiankit {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return _fail("hessiankit", exc, primary=True)
+    primary = world is None or world.primary
+    with _silenced(not primary):
+        args = parser.parse_args(argv)
+    try:
+        with torchrun.session(args):
+            return int(args._run(args))
+    except HessiankitError as exc:
+        return _fail(f"hessiankit {args.command}", exc, primary=primary)
     except KeyboardInterrupt:
         print("hessiankit: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(prefix: str, exc: HessiankitError, *, primary: bool) -> int:
+    if primary:
+        message = " ".join(str(exc).split())
+        print(f"{prefix}: error: {message}", file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def _silenced(quiet: bool) -> Iterator[None]:
+    """Swallow stdout and stderr (``--help``, usage errors) on ranks but 0."""
+    if not quiet:
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield

@@ -1,13 +1,10 @@
-r"""Operators over several batches, for ``--num-batches``.
+r"""The input local Hessian over several batches (``--wrt input --num-batches K``), and progress.
 
-With batches ``k = 1..K`` of m samples each (``M = K m`` in all):
-
-* weights: the local Hessian of the back-matching loss averaged over all M samples is the
-  **mean** of the per-batch operators, ``H_W = (1/K) sum_k H_W^{(k)}`` (each is already a batch
-  mean). The same holds for the loss Hessian of the mean loss over the K batches.
-* input: the variables are the inputs of all M samples, and batches do not couple, so the
-  per-sample input Hessian is the **direct sum** ``diag(H_z^{(1)}, ..., H_z^{(K)})`` (batch
-  norm in train mode couples samples only within a batch, as in training).
+The variables of the input Hessian are the inputs of all samples, and batches do not couple, so
+over batches ``k = 1..K`` it is the **direct sum** ``diag(H_z^{(1)}, ..., H_z^{(K)})`` (batch
+norm in train mode couples samples only within a batch, as in training). Weight and loss
+Hessians over several batches are the data-set mean instead:
+:class:`~hessiankit.operators.dataset.DatasetOperator`.
 """
 
 from __future__ import annotations
@@ -18,26 +15,7 @@ import torch
 
 from hessiankit.operators.base import SymmetricOperator
 
-__all__ = ["BatchDirectSum", "BatchMean", "Reporting", "combine_batches"]
-
-
-class BatchMean(SymmetricOperator):
-    """``(1/K) sum_k A_k`` for operators of one dimension."""
-
-    def __init__(self, ops: Sequence[SymmetricOperator]) -> None:
-        first = ops[0]
-        super().__init__(first.dim, first.dtype, first.device)
-        self.ops = list(ops)
-        self.is_psd = True if all(op.is_psd is True for op in ops) else None
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        out = self.ops[0].matmat(V)
-        for op in self.ops[1:]:
-            out = out + op.matmat(V)
-        return out / len(self.ops)
-
-    def describe(self) -> dict[str, object]:
-        return _describe(self.ops)
+__all__ = ["BatchDirectSum", "Reporting"]
 
 
 class BatchDirectSum(SymmetricOperator):
@@ -60,13 +38,6 @@ class BatchDirectSum(SymmetricOperator):
         info = _describe(self.ops)
         info["dimension"] = self.dim
         return info
-
-
-def combine_batches(ops: Sequence[SymmetricOperator], wrt: str) -> SymmetricOperator:
-    """One operator for all batches: the mean for weights, the direct sum for inputs."""
-    if len(ops) == 1:
-        return ops[0]
-    return BatchMean(ops) if wrt == "weights" else BatchDirectSum(ops)
 
 
 def _describe(ops: Sequence[SymmetricOperator]) -> dict[str, object]:

@@ -97,4 +97,9 @@ def _shape(shape: list[int]) -> str:
 
 def _describe_data(d: dict[str, Any]) -> str:
     src = f"--data {d['data']}" if "data" in d else f"{d['dataset']} ({d['split']})"
-    return f"{src}, {d['num_batches']} x {d['batch_size']} samples of shape {_shape(list(d['input_shape']))}"
+    counts = (
+        f"{d['samples']} samples in {d['num_batches']} batches of up to {d['batch_size']}"
+        if "batch_sizes" in d
+        else f"{d['num_batches']} x {d['batch_size']} samples"
+    )
+    return f"{src}, {counts} of shape {_shape(list(d['input_shape']))}"

@@ -24,12 +24,19 @@ from torch import nn
 from hessiankit._version import __version__
 from hessiankit.blocks import Block, BlockCapture, BlockSplit, capture, split_blocks
 from hessiankit.blocks.modes import is_batchnorm
-from hessiankit.cli.batches import combine_batches
+from hessiankit.cli import torchrun
+from hessiankit.cli.batches import BatchDirectSum
 from hessiankit.data import DATASETS, load_data_file, load_dataset, natural_shape
 from hessiankit.errors import DataError, HessiankitError, ModelLoadError, OperatorError
 from hessiankit.io import check_writable, load_model, write_json_atomic
 from hessiankit.models import DEFAULT_INPUT_SHAPE, default_model
-from hessiankit.operators import SymmetricOperator, hessian_operator
+from hessiankit.operators import (
+    AllReduceOperator,
+    DatasetOperator,
+    SymmetricOperator,
+    hessian_operator,
+)
+from hessiankit.operators.dataset import batch_dependent
 
 __all__ = [
     "Batches",
@@ -112,14 +119,17 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=_positive,
         metavar="M",
-        help=f"samples per batch (default {DEFAULT_BATCH_SIZE}; with --data, the whole file)",
+        help=f"samples per batch (default {DEFAULT_BATCH_SIZE}; with --data, the whole file in "
+        "--num-batches near-equal batches)",
     )
     p.add_argument(
         "--num-batches",
         type=_positive,
         default=1,
         metavar="K",
-        help="batches to average over (weights: mean of the K operators; input: their direct sum); default 1",
+        help="batches of the data set: weights and loss Hessians are the data-set mean (batches "
+        "weighted by size; batch norm in train mode is refused over K > 1), input Hessians the "
+        "direct sum of the batches; default 1",
     )
     p.add_argument(
         "--seed",
@@ -391,22 +401,35 @@ def load_batches(args: argparse.Namespace, info: ModelInfo, device: torch.device
     notes: list[str] = []
     if args.data is not None:
         x, y = load_data_file(args.data)
-        m = args.batch_size or (x.shape[0] // k)
-        if m < 1 or m * k > x.shape[0]:
+        n = x.shape[0]
+        if args.batch_size is None:  # the whole file, in k batches of near-equal size
+            sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        else:  # batches of m, the last one may be short
+            m = args.batch_size
+            sizes = [max(0, min(m, n - i * m)) for i in range(k)]
+        if min(sizes) < 1:
             raise DataError(
-                f"{Path(args.data).name} has {x.shape[0]} samples, fewer than --batch-size {m} x "
-                f"--num-batches {k}; ask for fewer"
+                f"{Path(args.data).name} has {n} samples, too few for --num-batches {k}"
+                + ("" if args.batch_size is None else f" of --batch-size {args.batch_size}")
+                + "; ask for fewer"
             )
         if args.input_shape is not None and tuple(x.shape[1:]) != tuple(args.input_shape):
             raise DataError(
                 f"the data has samples of shape {tuple(x.shape[1:])} but --input-shape is "
                 f"{tuple(args.input_shape)}; make them agree"
             )
-        desc: dict[str, Any] = {"data": str(args.data), "samples": m * k}
-        xs: torch.Tensor | None = x[: m * k]
-        ys: torch.Tensor | None = None if y is None else y[: m * k]
+        if args.batch_size is not None and sizes[-1] < args.batch_size:
+            notes.append(
+                f"{Path(args.data).name} has {n} samples: the last of the {k} batch(es) holds "
+                f"{sizes[-1]}"
+            )
+        m = sizes[0]
+        desc: dict[str, Any] = {"data": str(args.data), "samples": sum(sizes)}
+        xs: torch.Tensor | None = x[: sum(sizes)]
+        ys: torch.Tensor | None = None if y is None else y[: sum(sizes)]
     else:
         m = args.batch_size or DEFAULT_BATCH_SIZE
+        sizes = [m] * k
         names = [args.dataset] if args.dataset else list(FALLBACK_DATASETS)
         xs = ys = None
         desc = {}
@@ -426,11 +449,15 @@ def load_batches(args: argparse.Namespace, info: ModelInfo, device: torch.device
             break
     assert xs is not None  # the loop either set it or raised
     batches = []
-    for i in range(k):
-        xb = xs[i * m : (i + 1) * m].to(device)
-        yb = None if ys is None else ys[i * m : (i + 1) * m].to(device)
+    start = 0
+    for size in sizes:
+        xb = xs[start : start + size].to(device)
+        yb = None if ys is None else ys[start : start + size].to(device)
         batches.append((xb, yb))
+        start += size
     desc.update(batch_size=m, num_batches=k, input_shape=list(xs.shape[1:]))
+    if len(set(sizes)) > 1:
+        desc["batch_sizes"] = sizes
     return Batches(batches, desc, notes)
 
 
@@ -459,12 +486,8 @@ def _dataset(
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise OperatorError("--device cuda but no CUDA device is available; use --device cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``auto`` -> cuda when available, else cpu; ``cuda:LOCAL_RANK`` under ``torchrun``."""
+    return torchrun.device_for(name, torchrun.current())
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -486,20 +509,20 @@ def prepare_json(args: argparse.Namespace) -> None:
 
 
 def emit_json(args: argparse.Namespace, obj: object) -> None:
-    """Write ``obj`` to ``--json`` atomically (nothing when not asked)."""
-    if getattr(args, "json", None):
+    """Write ``obj`` to ``--json`` atomically (nothing when not asked, nor on ranks but 0)."""
+    if getattr(args, "json", None) and torchrun.is_primary():
         write_json_atomic(args.json, obj)
 
 
 def note(args: argparse.Namespace, message: str) -> None:
-    """A one-line note on stderr (silent with ``--quiet``)."""
-    if not getattr(args, "quiet", False):
+    """A one-line note on stderr (silent with ``--quiet`` and on ranks but 0)."""
+    if not getattr(args, "quiet", False) and torchrun.is_primary():
         print(f"note: {message}", file=sys.stderr)
 
 
 def out(args: argparse.Namespace, text: str = "") -> None:
-    """A line of the command's stdout report (silent with ``--quiet``)."""
-    if not getattr(args, "quiet", False):
+    """A line of the command's stdout report (silent with ``--quiet`` and on ranks but 0)."""
+    if not getattr(args, "quiet", False) and torchrun.is_primary():
         print(text)
 
 
@@ -529,9 +552,10 @@ def progress(
     args: argparse.Namespace, total: int | None, desc: str, unit: str = "it"
 ) -> Iterator[_Bar]:
     """A progress bar on stderr that shows after one second; none with ``--quiet``, when
-    stderr is not a terminal, or for ``total=0``. Call it as ``bar(done, total)`` or
-    ``bar.update()``."""
-    if getattr(args, "quiet", False) or total == 0 or not sys.stderr.isatty():
+    stderr is not a terminal, for ``total=0``, or on ranks but 0. Call it as ``bar(done, total)``
+    or ``bar.update()``."""
+    quiet = getattr(args, "quiet", False) or not torchrun.is_primary()
+    if quiet or total == 0 or not sys.stderr.isatty():
         yield _Bar(None)
         return
     from tqdm import tqdm
@@ -573,8 +597,11 @@ def is_user_error(exc: BaseException) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class Prepared:
-    """What the shared options load: model, data, block split, one capture per batch, and
-    ``make(block)``, the block's operator over all ``--num-batches`` batches."""
+    """What the shared options load: model, data, block split, one capture per batch of this
+    process's samples, and ``make(block)``, the block's operator over all the data.
+
+    ``mean_loss`` is the training loss averaged over all samples (``None`` without labels).
+    """
 
     info: ModelInfo
     data: Batches
@@ -583,16 +610,26 @@ class Prepared:
     make: Callable[[Block], SymmetricOperator]
     loss: str
     capture_seconds: float
+    mean_loss: float | None = None
+    world: torchrun.World = torchrun.SINGLE
 
 
 def build_operators(args: argparse.Namespace) -> Prepared:
     """Load model and data, capture every batch (shared by spectrum, density and report).
 
+    ``--wrt weights`` (and the loss Hessian): ``make(block)`` is the data-set mean
+    ``sum_k (m_k / N) A_k`` over the batches (:class:`DatasetOperator`), all-reduced over the
+    ranks under ``torchrun`` (:class:`AllReduceOperator`, each rank holding the samples
+    ``rank::world_size``). ``--wrt input``: the direct sum of the batches (one process only).
+
     Raises:
-        DataError: ``--kind exact/loss`` on data without labels (and every loading error).
+        DataError: ``--kind exact/loss`` on data without labels, batch norm in train mode over
+            several batches or ranks, ``--wrt input`` or fewer samples than ranks under
+            ``torchrun`` (and every loading error).
     """
     if args.kind != "exact" and args.eta != 1.0:
         note(args, "--eta only changes --kind exact; ignored")
+    world = torchrun.current()
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype)
     info = open_model(args, device)
@@ -607,16 +644,90 @@ def build_operators(args: argparse.Namespace) -> Prepared:
             f"--kind {args.kind} needs labels but the data has none (no 'y'); add labels y to the "
             "data file or use --kind gauss-newton"
         )
+    check_shards(args, split, data, world)  # before any collective: the same answer everywhere
     loss = data.loss if args.loss == "auto" else args.loss
+    batches = data.batches if world.size == 1 else shard(data, world)
     start = time.perf_counter()
     caps = [
         capture(split, x, y if needs_labels else None, loss_fn=loss, bn=args.bn, dtype=dtype)
-        for x, y in data.batches
+        for x, y in batches
     ]
     seconds = time.perf_counter() - start
+    if world.size > 1:
+        data.description["world_size"] = world.size
 
     def make(block: Block) -> SymmetricOperator:
-        ops = [hessian_operator(c, block, wrt=args.wrt, kind=args.kind, eta=args.eta) for c in caps]
-        return combine_batches(ops, args.wrt)
+        if args.wrt == "input":
+            ops = [
+                hessian_operator(c, block, wrt="input", kind=args.kind, eta=args.eta) for c in caps
+            ]
+            return ops[0] if len(ops) == 1 else BatchDirectSum(ops)
 
-    return Prepared(info, data, split, caps, make, loss, seconds)
+        def one(c: BlockCapture) -> SymmetricOperator:
+            return hessian_operator(c, block, wrt="weights", kind=args.kind, eta=args.eta)
+
+        if len(caps) == 1 and world.size == 1:
+            return one(caps[0])  # the mean over one batch is its operator: keep it as it is
+        op = DatasetOperator(split, caps, one, bn=args.bn)
+        return op if world.size == 1 else AllReduceOperator(op)
+
+    return Prepared(info, data, split, caps, make, loss, seconds, _mean_loss(caps, world), world)
+
+
+def check_shards(
+    args: argparse.Namespace, split: BlockSplit, data: Batches, world: torchrun.World
+) -> None:
+    """Refuse what cannot be exact over ``torchrun``'s ranks (nothing to do in one process)."""
+    if world.size == 1:
+        return
+    if args.wrt == "input":
+        raise DataError(
+            "--wrt input has one variable per sample, so it cannot be split over torchrun's "
+            "processes; run it in one process (without torchrun)"
+        )
+    if batch_dependent(split, args.bn):
+        raise DataError(
+            "batch norm in train mode uses each batch's statistics, so a result over several "
+            "processes would depend on how the samples were sharded; use --bn eval, or run in "
+            "one process"
+        )
+    n = sum(int(x.shape[0]) for x, _ in data.batches)
+    if n < world.size:
+        raise DataError(
+            f"{n} samples for {world.size} processes leave a process without data; select more "
+            "samples (--batch-size, --num-batches) or start fewer processes"
+        )
+
+
+def shard(data: Batches, world: torchrun.World) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """This rank's samples ``rank::world_size`` of the data, in batches of at most
+    ``batch_size`` (no padding: the shards partition the samples)."""
+    xs = torch.cat([x for x, _ in data.batches])[world.rank :: world.size]
+    ys = None
+    if data.has_labels:
+        ys = torch.cat([y for _, y in data.batches])[world.rank :: world.size]  # type: ignore[misc]
+    m = int(data.description["batch_size"])
+    return [
+        (xs[i : i + m].contiguous(), None if ys is None else ys[i : i + m].contiguous())
+        for i in range(0, xs.shape[0], m)
+    ]
+
+
+def _mean_loss(caps: list[BlockCapture], world: torchrun.World) -> float | None:
+    """The training loss averaged over every sample of every rank."""
+    if len(caps) == 1 and world.size == 1:
+        return None if caps[0].loss is None else float(caps[0].loss)
+    local = [0.0, 0.0, 0.0]  # sum of m * loss, samples, batches without a loss
+    for c in caps:
+        if c.loss is None:
+            local[2] += 1
+        else:
+            local[0] += c.batch_size * float(c.loss)
+            local[1] += c.batch_size
+    if world.size > 1:
+        import torch.distributed as dist
+
+        t = torch.tensor(local, dtype=torch.float64, device=caps[0].activations[0].device)
+        dist.all_reduce(t)
+        local = t.tolist()
+    return None if local[2] or not local[1] else local[0] / local[1]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hessiankit.cli import common
+from hessiankit.cli import common, torchrun
 from hessiankit.errors import OperatorError
 from hessiankit.solvers.slq import slq
 
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         args,
         common.format_table(["quantity", "estimate", "std. error"], rows, [False, True, False]),
     )
-    if args.plot:
+    if args.plot and torchrun.is_primary():
         from hessiankit.plots import plot_density, save_figure
 
         paths = save_figure(plot_density(d), args.plot)

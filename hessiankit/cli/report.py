@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from hessiankit.cli import common
+from hessiankit.cli import common, torchrun
 from hessiankit.cli.density import (
     add_density_arguments,
     check_output,
@@ -145,10 +145,13 @@ def run(args: argparse.Namespace) -> int:
         tol=args.tol,
         rank_rtol=args.rank_rtol,
         seed=args.seed,
+        loss=prep.mean_loss,
         device=str(prep.captures[0].activations[0].device),
         seconds=round(time.perf_counter() - start, 2),
     )
     report = Report(args.title or f"hessiankit report: {prep.info.label}", settings, analyses)
+    if not torchrun.is_primary():
+        return 0  # every rank computed the same report; rank 0 writes it
     if args.format == "html":
         written = [write_html(report, out)]
     else:

@@ -84,9 +84,11 @@ def run(args: argparse.Namespace) -> int:
         _print_one(args, info, data, records[0])
     else:
         _print_all(args, info, data, records)
+    where = f" on rank 0 of {prep.world.size}" if prep.world.size > 1 else ""
     common.out(
         args,
-        f"(capture {prep.capture_seconds:.2f} s; {len(prep.captures)} batch(es) of {data.description['batch_size']})",
+        f"(capture {prep.capture_seconds:.2f} s; {len(prep.captures)} batch(es) of at most "
+        f"{data.description['batch_size']}{where})",
     )
     common.emit_json(args, records[0] if args.block != "all" else records)
     return 0
@@ -260,4 +262,9 @@ def _data_words(data: common.Batches) -> str:
     d = data.description
     src = f"--data {d['data']}" if "data" in d else f"{d['dataset']} ({d['split']})"
     shape = "x".join(str(s) for s in d["input_shape"])
-    return f"{src}, {d['num_batches']} x {d['batch_size']} samples of {shape}"
+    if "batch_sizes" in d:
+        counts = f"{d['samples']} samples in {d['num_batches']} batches of up to {d['batch_size']}"
+    else:
+        counts = f"{d['num_batches']} x {d['batch_size']} samples"
+    ranks = f", {d['world_size']} processes" if "world_size" in d else ""
+    return f"{src}, {counts} of {shape}{ranks}"

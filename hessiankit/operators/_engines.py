@@ -246,6 +246,20 @@ class HessianEngine:
                 )
             self._grads = [(i, g) for i, g in enumerate(grads) if g is not None and g.requires_grad]
 
+    def gradient(self) -> torch.Tensor:
+        """``scale * d phi / d primals`` at the point, flattened (one ``dim`` vector)."""
+        if self.backend == "double-backprop":
+            got = dict(self._grads)
+            parts = [
+                got[i].detach() if i in got else torch.zeros_like(p)
+                for i, p in enumerate(self.primals)
+            ]
+        else:
+            n = len(self.primals)
+            g = func_grad(self.phi, argnums=tuple(range(n)))
+            parts = list(g(*[p.detach() for p in self.primals]))
+        return torch.cat([t.reshape(-1) for t in parts]) * self.scale
+
     def _product(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
         if not self._grads:
             return [torch.zeros_like(t) for t in tangents]

@@ -23,6 +23,10 @@ Two ways to pay for it:
     nothing is kept; every product sweeps the loader again (capture + product per batch).
     The loader must yield the same samples on every sweep (their order does not matter).
 
+A batch may also be a :class:`~hessiankit.blocks.BlockCapture` already recorded (with the same
+``bn``): it is used as it is, so several operators (one per block) can share one capture of
+each batch.
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -79,8 +83,9 @@ class DatasetOperator(SymmetricOperator):
 
     Args:
         model: the network, or its :class:`BlockSplit`.
-        data: an iterable of batches ``x`` or ``(x, y)`` (a ``DataLoader``, a list); it is
-            iterated once at construction, and once per product with ``keep_graphs=False``.
+        data: an iterable of batches ``x`` or ``(x, y)`` (a ``DataLoader``, a list) or of
+            :class:`BlockCapture` objects of ``model``; it is iterated once at construction,
+            and once per product with ``keep_graphs=False``.
         make: builds one batch's operator from its capture, e.g.
             ``lambda cap: LocalHessian(cap, 2)``; every batch's operator must have the same
             dimension (so ``wrt="input"`` is refused: its dimension grows with the batch).
@@ -158,6 +163,14 @@ class DatasetOperator(SymmetricOperator):
 
     def _sweep(self) -> Iterable[tuple[SymmetricOperator, int]]:
         for batch in self.data:
+            if isinstance(batch, BlockCapture):
+                if batch.bn != self.bn:
+                    raise DataError(
+                        f"a capture recorded with bn={batch.bn!r} was given to an operator with "
+                        f"bn={self.bn!r}; capture with the same batch-norm mode"
+                    )
+                yield self.make(batch), batch.batch_size
+                continue
             x, y = _unpack(batch)
             cap = capture(
                 self.split, x, y, loss_fn=self.loss_fn, bn=self.bn, dtype=self.capture_dtype

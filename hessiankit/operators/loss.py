@@ -109,6 +109,28 @@ class LossHessian(SymmetricOperator):
     def primal_names(self) -> list[str]:
         return list(self._primal_names)
 
+    def gradient(self) -> torch.Tensor:
+        """The gradient of the operator's function at the recorded point, one ``dim`` vector.
+
+        ``dL/dW`` of the block's weights (or ``m dL/dz`` of its input, the scale of this
+        operator), free with the double-backprop graph. A good Lanczos start for the top
+        eigenvalues: the gradient lies mostly in the top eigenspace of the loss Hessian
+        (Gur-Ari, Roberts and Dyer, 2018), see :func:`~hessiankit.solvers.lanczos.lanczos`'s
+        ``start``.
+
+        Example:
+            >>> import torch, hessiankit as hk
+            >>> torch.manual_seed(0) and None
+            >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+            >>> x, y = torch.randn(5, 3), torch.randint(0, 2, (5,))
+            >>> op = hk.LossHessian(hk.capture(net, x, y), "model")
+            >>> loss = torch.nn.functional.cross_entropy(net(x), y)
+            >>> g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, list(net.parameters()))])
+            >>> bool(torch.allclose(op.gradient(), g))
+            True
+        """
+        return self._engine.gradient()
+
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self._engine.matmat(V)
 

@@ -75,3 +75,21 @@ def test_bad_loaders_are_refused(mlp_tanh):
         DatasetOperator(net, [{"x": x}], lambda c: hk.LocalHessian(c, 1))
     with pytest.raises(OperatorError, match="one dimension"):
         DatasetOperator(net, [x[:4], x[4:]], lambda c: hk.LocalHessian(c, 1, wrt="input"))
+
+
+def test_recorded_captures_give_the_same_operator_as_raw_batches(conv_bn):
+    net, x, y = conv_bn
+    X, Y = _more_data(x, y, 9, seed=6)
+    batches = [(X[:4], Y[:4]), (X[4:], Y[4:])]
+    split = hk.split_blocks(net)
+    caps = [hk.capture(split, xb, yb, bn="eval") for xb, yb in batches]
+
+    def make(cap):
+        return hk.hessian_operator(cap, 2, kind="exact")
+
+    from_caps = DatasetOperator(split, caps, make)
+    assert from_caps.batch_sizes == (4, 5)
+    ref = DatasetOperator(split, batches, make).to_dense()
+    assert torch.equal(from_caps.to_dense(), ref)
+    with pytest.raises(DataError, match="same batch-norm mode"):
+        DatasetOperator(split, caps, make, bn="train")
