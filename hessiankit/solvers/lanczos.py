@@ -378,12 +378,15 @@ class LanczosIteration:
         if max_basis_bytes is not None:
             item = 4 if self._may_spill else torch.finfo(store).bits // 8
             columns = min(n, int(max_basis_bytes) // (item * n))
-            need = top + bottom + 2 * p
+            # Room for the wanted vectors and two blocks, and the basis a claim about the
+            # smallest eigenvalues waits for (see _step).
+            need = max(top + bottom + 2 * p, self._bottom_claim_size())
             if columns < min(n, need):
                 raise OperatorError(
                     f"a Krylov basis budget of {max_basis_bytes} bytes holds "
                     f"{columns} vectors of length {n} in {'float32' if item == 4 else 'float64'}; "
-                    f"this run needs at least {need} (top + bottom + 2 x block size): raise "
+                    f"this run needs at least {need} (top + bottom + 2 x block size, and "
+                    f"max(20, 3 (top + bottom) + 2 x block size) with bottom): raise "
                     f"max_basis_bytes to {need * item * n} (--max-basis-mib "
                     f"{need * item * n / 2**20:.3g}) or ask for fewer eigenvalues"
                 )
@@ -405,6 +408,12 @@ class LanczosIteration:
         if not self.range_start:
             X = self._orthonormal_start(X)
         self._X = X
+
+    def _bottom_claim_size(self) -> int:
+        """Basis size before which no claim about the smallest eigenvalues is made (0: none)."""
+        if not self.bottom:
+            return 0
+        return max(20, 3 * (self.top + self.bottom) + 2 * self.p)
 
     @property
     def rtol(self) -> float:
@@ -469,7 +478,7 @@ class LanczosIteration:
         # A Krylov space of a few vectors can hold a converged Ritz pair that is not at the
         # bottom (e.g. a range start A r is dominated by the top eigenvectors): no claim about
         # the smallest eigenvalues before the basis has some room to have found them.
-        if self.bottom and s < min(self.n, max(20, 3 * (self.top + self.bottom) + 2 * self.p)):
+        if s < min(self.n, self._bottom_claim_size()):
             done = False
         if done or self.exhausted or self.products + self.p > self.budget:
             self.finished = True

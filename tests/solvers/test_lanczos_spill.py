@@ -98,9 +98,9 @@ def test_budget_forces_a_spill_but_no_restart(p):
 
 
 def test_budget_forces_a_spill_and_restarts():
-    ev = _gapped()
-    op = spectra.with_spectrum(ev, seed=4)
-    budget = 6 * 8 * op.dim  # float64: 6 vectors, float32: 12; the run needs 18
+    ev = spectra.indefinite()
+    op = spectra.with_spectrum(ev, seed=5)
+    budget = 12 * 8 * op.dim  # float64: 12 vectors, float32: 24; the run needs 65
     r = lanczos(op, top=3, bottom=2, tol=1e-4, seed=0, max_basis_bytes=budget, max_products=3000)
     assert r.basis_dtype == "float32" and r.restarts > 0
     assert r.basis_bytes <= budget
@@ -111,9 +111,9 @@ def test_budget_forces_a_spill_and_restarts():
 
 
 def test_tolerance_finer_than_float32_restarts_instead_of_spilling():
-    op = spectra.with_spectrum(_gapped(), seed=4)
+    op = spectra.with_spectrum(spectra.indefinite(), seed=5)
     r = lanczos(
-        op, top=3, bottom=2, tol=1e-10, seed=0, max_basis_bytes=12 * 8 * op.dim, max_products=3000
+        op, top=3, bottom=2, tol=1e-10, seed=0, max_basis_bytes=30 * 8 * op.dim, max_products=3000
     )
     assert r.basis_dtype == "float64" and r.restarts > 0
     assert r.precision < 1e-12 * r.anorm
@@ -124,7 +124,7 @@ def test_tolerance_finer_than_float32_restarts_instead_of_spilling():
         tol=1e-10,
         seed=0,
         basis_dtype="float32",
-        max_basis_bytes=12 * 8 * op.dim,
+        max_basis_bytes=30 * 8 * op.dim,
         max_products=3000,
     )
     assert forced.basis_dtype == "float32"
@@ -206,16 +206,17 @@ def test_resume_of_a_spilled_run_is_bit_identical(tmp_path, steps):
 
 
 def test_spectrum_reports_the_basis_budget():
-    op = spectra.with_spectrum(_gapped(), seed=4)
-    budget = 6 * 8 * op.dim
+    op = spectra.with_spectrum(spectra.indefinite(), seed=5)
+    budget = 12 * 8 * op.dim
     r = spectrum(
         op, top=3, bottom=2, method="lanczos", tol=1e-4, max_basis_bytes=budget, max_products=3000
     )
     d = json.loads(json.dumps(r.to_dict()))
     assert d["max_basis_bytes"] == budget and 0 < d["basis_bytes"] <= budget
     assert d["basis_dtype"] == "float32" and d["restarts"] == r.restarts > 0
-    exact = np.sort(_gapped())
+    exact = np.sort(spectra.indefinite())
     _within_bounds(r.top.eigenvalues, r.top.error_bounds, exact[::-1][:3])
+    _within_bounds(r.bottom.eigenvalues, r.bottom.error_bounds, exact[:2])
     dense = spectrum(op, top=3, bottom=2, method="dense").to_dict()
     assert dense["basis_dtype"] is None and dense["max_basis_bytes"] is None
 
@@ -241,3 +242,7 @@ def test_bad_basis_options_are_refused():
         op.dim, op.dtype, op.device, top=3, block_size=2, tol=1e-4, max_basis_bytes=4 * 7 * op.dim
     )
     assert it.pending() is not None
+    # Asking for the smallest eigenvalues, Lanczos waits for 20 vectors before a claim: a budget
+    # that never holds them would restart until the product budget is spent.
+    with pytest.raises(OperatorError, match="needs at least 20"):
+        lanczos(op, top=3, bottom=2, tol=1e-4, max_basis_bytes=4 * 12 * op.dim)
