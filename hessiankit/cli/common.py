@@ -271,6 +271,21 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, per_block: bool = False)
         default=1e-6,
         help="relative tolerance of iterative methods (default 1e-6)",
     )
+    if not per_block:
+        p.add_argument(
+            "--max-basis-mib",
+            type=positive_float,
+            default=None,
+            metavar="MIB",
+            help="memory budget of the Lanczos basis: past it the basis is stored in float32 "
+            "(when --tol allows), then thick-restarted (default: no limit)",
+        )
+
+
+def max_basis_bytes(args: argparse.Namespace) -> int | None:
+    """``--max-basis-mib`` in bytes (``None``: no limit)."""
+    mib = getattr(args, "max_basis_mib", None)
+    return None if mib is None else int(mib * 2**20)
 
 
 # ----------------------------------------------------------------------------- model

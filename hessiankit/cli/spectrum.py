@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
                     tol=args.tol,
                     seed=args.seed,
                     max_dense_bytes=_dense_limit(),
+                    max_basis_bytes=common.max_basis_bytes(args),
                 )
             records.append(_record(args, info, data, block, res, loss))
             outer.update()

@@ -34,7 +34,7 @@ import torch
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.solvers.condition import condition_from_eigenvalues, condition_from_extremes
-from hessiankit.solvers.lanczos import LanczosIteration, default_rank_rtol
+from hessiankit.solvers.lanczos import LanczosIteration
 from hessiankit.solvers.results import SpectrumResult
 
 __all__ = ["blockwise_spectra"]
@@ -141,7 +141,7 @@ def blockwise_spectra(
     out = []
     for i, it in enumerate(runs):
         kr = it.result()
-        rtol = default_rank_rtol(it.n, op.dtype) if rank_rtol is None else float(rank_rtol)
+        rtol = kr.rank_rtol  # the given one, else the default for the products and the basis
         if kr.exhausted:
             cond = condition_from_eigenvalues(kr.ritz_values, rtol=rtol)
         else:

@@ -18,8 +18,10 @@ Stathopoulos & Wu 2002):
 4. Stop when every wanted Ritz value converged, when the basis spans the whole space (then all
    eigenvalues are exact), or when the product budget is spent.
 
-The basis and T are float64 whatever the operator's dtype; vectors stay on the operator's
-device. A block size p >= the largest multiplicity among the wanted eigenvalues finds every copy
+T, the Gram-Schmidt coefficients and every projection are float64 whatever the operator's
+dtype; the basis is stored in float64, or in float32 (half the memory) for a float32 operator
+or when a memory budget requires it (see :class:`LanczosIteration`); vectors stay on the
+operator's device. A block size p >= the largest multiplicity among the wanted eigenvalues finds every copy
 (a Linear block's weight local Hessian repeats each eigenvalue ``out_features`` times);
 single-vector Lanczos (p = 1) is cheapest for distinct eigenvalues.
 
@@ -53,6 +55,7 @@ from hessiankit.solvers.results import Eigenpairs
 __all__ = ["KrylovResult", "LanczosIteration", "default_rank_rtol", "lanczos"]
 
 Start = Literal["auto", "random", "range"]
+BasisDtype = Literal["auto", "float64", "float32"]
 ProgressFn = Callable[[int, int], None]
 
 
@@ -61,8 +64,18 @@ def default_rank_rtol(dim: int, dtype: torch.dtype) -> float:
     return 10.0 * math.sqrt(max(dim, 1)) * torch.finfo(dtype).eps
 
 
-def _precision(anorm: float, dtype: torch.dtype) -> float:
-    return 100.0 * torch.finfo(dtype).eps * anorm
+def _coarser(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    return a if torch.finfo(a).eps >= torch.finfo(b).eps else b
+
+
+def _precision(anorm: float, dtype: torch.dtype, basis: torch.dtype = torch.float64) -> float:
+    """``100 eps ||A||`` with eps the coarser of the products' and the basis storage's."""
+    return 100.0 * torch.finfo(_coarser(dtype, basis)).eps * anorm
+
+
+#: Size of the float64 workspace a float32 basis is cast into, chunk by chunk (at least one
+#: vector): the only memory a float32 basis needs beyond its own.
+_CHUNK_BYTES = 2**22
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,12 +92,15 @@ class KrylovResult:
         breakdowns: directions replaced after an invariant subspace was found.
         exhausted: the basis spans the whole space; ``ritz_values`` is the exact spectrum.
         anorm: estimate of ``||A||`` (largest |Ritz value|).
-        precision: accuracy floor from the operator's dtype.
+        precision: accuracy floor from the operator's dtype and the basis storage's
+            (``100 eps ||A||`` with the coarser eps of the two).
         null_threshold: eigenvalues at most this large in magnitude count as zero.
+        rank_rtol: the relative null threshold, ``null_threshold / anorm``.
         range_start: whether the run started in the operator's range.
         restarts: thick restarts made to stay within ``max_basis_bytes``.
-        basis_bytes: peak bytes the float64 basis took.
+        basis_bytes: peak bytes the Krylov basis took.
         max_basis_bytes: the basis budget (``None``: unlimited).
+        basis_dtype: storage of the basis at the end (``"float32"`` after a spill).
     """
 
     top: Eigenpairs
@@ -101,51 +117,162 @@ class KrylovResult:
     restarts: int = 0
     basis_bytes: int = 0
     max_basis_bytes: int | None = None
+    basis_dtype: str = "float64"
+    rank_rtol: float = 0.0
 
 
 class _Basis:
-    """A growing float64 orthonormal basis stored contiguously (doubling capacity)."""
+    """A growing orthonormal basis, its vectors stored as the rows of a ``(capacity, n)`` array.
+
+    Rows keep every vector contiguous, which gives two things: (i) a float64 basis converts to
+    float32 *in place* (:meth:`spill`: the float32 rows fill the first half of the same memory,
+    so the capacity doubles without a copy), and (ii) a thick restart overwrites the basis with
+    its combinations one stripe of coordinates at a time (:meth:`restart`). Whatever the
+    storage, products with the basis are accumulated in float64: a float32 basis is cast chunk
+    by chunk into one reused float64 workspace of ``_CHUNK_BYTES`` (or one vector), never as a
+    whole.
+    """
 
     def __init__(
-        self, n: int, device: torch.device, capacity: int, limit: int | None = None
+        self,
+        n: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        capacity: int,
+        limit_bytes: int | None = None,
     ) -> None:
         self.n = n
-        self.limit = n if limit is None else limit
-        self._Q = torch.empty((n, max(capacity, 1)), dtype=torch.float64, device=device)
+        self.dtype = dtype
+        self.limit_bytes = limit_bytes
+        self._V = torch.empty((max(1, min(capacity, self.limit)), n), dtype=dtype, device=device)
         self.size = 0
+        self._rows = max(1, _CHUNK_BYTES // (8 * n))  # vectors per float64 chunk
+        self._work: torch.Tensor | None = None
+
+    @property
+    def itemsize(self) -> int:
+        return self._V.element_size()
+
+    @property
+    def limit(self) -> int:
+        """The most vectors the budget holds in the current dtype."""
+        return self.limit_for(self.dtype)
+
+    def limit_for(self, dtype: torch.dtype) -> int:
+        if self.limit_bytes is None:
+            return self.n
+        return min(self.n, self.limit_bytes // (torch.finfo(dtype).bits // 8 * self.n))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.n * self.itemsize
 
     @property
     def Q(self) -> torch.Tensor:
-        return self._Q[:, : self.size]
+        """The ``n x size`` basis in its storage dtype (a view)."""
+        return self._V[: self.size].T
 
-    def append(self, X: torch.Tensor) -> None:
-        need = self.size + X.shape[1]
-        if need > self._Q.shape[1]:
+    def fits(self, k: int) -> bool:
+        return self.size + k <= self.limit
+
+    def append(self, X: torch.Tensor) -> torch.Tensor:
+        """Store the float64 columns of X; return them as stored (rounded to float32 if so)."""
+        k = X.shape[1]
+        need = self.size + k
+        if need > self._V.shape[0]:
             grown = torch.empty(
-                (self.n, min(self.limit, max(need, 2 * self._Q.shape[1]))),
-                dtype=torch.float64,
-                device=self._Q.device,
+                (min(self.limit, max(need, 2 * self._V.shape[0])), self.n),
+                dtype=self.dtype,
+                device=self._V.device,
             )
-            grown[:, : self.size] = self.Q
-            self._Q = grown
-        self._Q[:, self.size : need] = X
+            grown[: self.size] = self._V[: self.size]
+            self._V = grown
+        self._V[self.size : need] = X.T
         self.size = need
+        if self.dtype == torch.float64:
+            return X
+        # The pending block must be exactly the stored vectors, else A Q = Q T + W E^T breaks.
+        return self._V[need - k : need].T.to(torch.float64)
 
-    def reset(self, Y: torch.Tensor) -> None:
-        """Replace the basis by the orthonormal columns of Y (thick restart, resume)."""
-        cols = max(self._Q.shape[1], Y.shape[1], 1)
-        self._Q = torch.empty((self.n, cols), dtype=torch.float64, device=Y.device)
-        self._Q[:, : Y.shape[1]] = Y
-        self.size = Y.shape[1]
+    def spill(self) -> None:
+        """Convert a float64 basis to float32 in place (halves its bytes, doubles its capacity).
+
+        Row i's float32 values take bytes ``[4 n i, 4 n (i+1))``: for i >= 1 these overlap only
+        float64 rows below i/2, already converted; rows ``[a, 2a)`` therefore convert at once.
+        """
+        if self.dtype != torch.float64:
+            return
+        V64 = self._V
+        V32 = V64.view(torch.float32).view(2 * V64.shape[0], self.n)
+        if self.size:
+            first = V64[0].to(torch.float32)  # row 0 overlaps itself: through a copy
+            a = 1
+            while a < self.size:
+                b = min(2 * a, self.size)
+                V32[a:b].copy_(V64[a:b])
+                a = b
+            V32[0].copy_(first)
+        self._V, self.dtype = V32, torch.float32
+
+    def _chunks(self) -> list[tuple[int, int]]:
+        if self.dtype == torch.float64:
+            return [(0, self.size)]
+        return [(a, min(a + self._rows, self.size)) for a in range(0, self.size, self._rows)]
+
+    def _workspace(self) -> torch.Tensor:
+        if self._work is None:
+            self._work = torch.empty(
+                (self._rows, self.n), dtype=torch.float64, device=self._V.device
+            )
+        return self._work
+
+    def _rows64(self, a: int, b: int) -> torch.Tensor:
+        """Vectors a..b-1 as float64 rows: a view of a float64 basis, else the workspace."""
+        if self.dtype == torch.float64:
+            return self._V[a:b]
+        return self._workspace()[: b - a].copy_(self._V[a:b])
 
     def project_out(self, W: torch.Tensor) -> torch.Tensor:
-        """Coefficients ``Q^T W`` (two passes) and W minus its projection, in place."""
-        Q = self.Q
-        H = Q.T @ W
-        W -= Q @ H
-        H2 = Q.T @ W
-        W -= Q @ H2
-        return H + H2
+        """Coefficients ``Q^T W`` (two passes) and W minus its projection, in place, float64.
+
+        A float64 basis is one block (classical Gram-Schmidt twice); a float32 one is cast to
+        float64 chunk by chunk, each chunk projected out before the next (block Gram-Schmidt).
+        """
+        H = torch.zeros((self.size, W.shape[1]), dtype=torch.float64, device=W.device)
+        for _ in range(2):
+            for a, b in self._chunks():
+                C = self._rows64(a, b)
+                h = C @ W
+                W -= C.T @ h
+                H[a:b] += h
+        return H
+
+    def combine(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """``Q @ coeffs`` in float64 (Ritz vectors)."""
+        out = torch.zeros((self.n, coeffs.shape[1]), dtype=torch.float64, device=coeffs.device)
+        for a, b in self._chunks():
+            out += self._rows64(a, b).T @ coeffs[a:b]
+        return out
+
+    def restart(self, coeffs: torch.Tensor) -> None:
+        """Replace the basis by ``Q @ coeffs`` in place, a stripe of coordinates at a time."""
+        s, k = self.size, coeffs.shape[1]
+        flat = self._workspace().view(-1)
+        width = max(1, flat.shape[0] // max(s, 1))
+        for a in range(0, self.n, width):
+            cols = min(width, self.n - a)
+            stripe = flat[: s * cols].view(s, cols).copy_(self._V[:s, a : a + cols])
+            self._V[:k, a : a + cols] = coeffs.T @ stripe
+        self.size = k
+
+    def reset(self, Y: torch.Tensor) -> None:
+        """Replace the basis by the columns of Y, stored in Y's dtype (resume)."""
+        self.dtype = Y.dtype
+        k = Y.shape[1]
+        cols = max(min(self._V.shape[0], self.limit), k, 1)
+        self._V = torch.empty((cols, self.n), dtype=Y.dtype, device=Y.device)
+        self._V[:k] = Y.T
+        self.size = k
 
 
 def _svqb(W: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -166,12 +293,24 @@ class LanczosIteration:
     block's local Hessian at once, :mod:`hessiankit.operators.all_blocks`), and (ii) save the
     Krylov state to a file and resume after an interruption with bit-identical results.
 
-    Memory budget: the basis holds ``k`` float64 vectors of length n. With ``max_basis_bytes``
-    the basis is kept under the budget by *thick restart* (Wu & Simon 2000): when the next block
-    would not fit, the basis is replaced by the wanted Ritz vectors (plus as many neighbours as
-    fit in half the budget) followed by the pending block. With full reorthogonalisation,
-    ``T = Q^T A Q`` is rebuilt by projection, so after a restart it is ``diag(theta)`` on the
-    kept vectors and the next products fill in the rest; the state stays float64.
+    Memory budget: the basis holds ``k`` vectors of length n, stored in float64 or float32
+    (``basis_dtype``); T, the Gram-Schmidt coefficients and every projection are float64
+    whatever the storage. With ``max_basis_bytes``:
+
+    1. *spill* (``basis_dtype="auto"``): when the next block would not fit in float64, the basis
+       is converted to float32 in place (half the bytes) and the run goes on unchanged;
+    2. *thick restart* (Wu & Simon 2000): when it would not fit in the storage dtype either,
+       the basis is replaced by the wanted Ritz vectors (plus as many neighbours as fit in half
+       the budget) followed by the pending block. With full reorthogonalisation,
+       ``T = Q^T A Q`` is rebuilt by projection, so after a restart it is ``diag(theta)`` on
+       the kept vectors and the next products fill in the rest.
+
+    A float32 basis is orthonormal only to about eps(float32): T then differs from the exact
+    Rayleigh quotient, and the computed residuals from the true ones, by ``O(eps32 ||A||)``,
+    so the precision floor becomes ``100 eps(float32) ||A||`` (about ``1.2e-5 ||A||``) - the
+    floor a float32 operator's products have anyway. ``basis_dtype="auto"`` therefore stores a
+    float32 operator's basis in float32 from the start, and spills a float64 operator's basis
+    only when ``tol`` is at least that floor (a tighter tolerance restarts instead).
 
     Usage::
 
@@ -197,6 +336,7 @@ class LanczosIteration:
         is_psd: bool | None = None,
         rank_rtol: float | None = None,
         max_basis_bytes: int | None = None,
+        basis_dtype: BasisDtype = "auto",
     ) -> None:
         if top < 0 or bottom < 0 or top + bottom < 1:
             raise OperatorError("ask for at least one eigenvalue (top >= 1 or bottom >= 1)")
@@ -207,6 +347,10 @@ class LanczosIteration:
             )
         if start not in ("auto", "random", "range"):
             raise OperatorError(f"unknown start {start!r}; use 'auto', 'random' or 'range'")
+        if basis_dtype not in ("auto", "float64", "float32"):
+            raise OperatorError(
+                f"unknown basis_dtype {basis_dtype!r}; use 'auto', 'float64' or 'float32'"
+            )
         self.n = n
         self.dtype = dtype
         self.device = torch.device(device)
@@ -217,18 +361,34 @@ class LanczosIteration:
         self.seed = int(seed)
         self.range_start = start == "range" or (start == "auto" and is_psd is True)
         self.budget = int(max_products or min(n + p, max(300, 40 * (top + bottom) * p)))
-        self.rtol = default_rank_rtol(n, dtype) if rank_rtol is None else float(rank_rtol)
+        self._rank_rtol = None if rank_rtol is None else float(rank_rtol)
         self._eps = torch.finfo(dtype).eps
-        self.max_columns = n
+        self.basis_option = basis_dtype
+        low = torch.finfo(dtype).eps >= torch.finfo(torch.float32).eps
+        store = (
+            torch.float32
+            if basis_dtype == "float32" or (basis_dtype == "auto" and low)
+            else torch.float64
+        )
+        self._may_spill = (
+            basis_dtype == "auto"
+            and store == torch.float64
+            and self.tol >= _precision(1.0, torch.float32)
+        )
         if max_basis_bytes is not None:
-            self.max_columns = min(n, int(max_basis_bytes) // (8 * n))
-            need = top + bottom + 2 * p
-            if self.max_columns < min(n, need):
+            item = 4 if self._may_spill else torch.finfo(store).bits // 8
+            columns = min(n, int(max_basis_bytes) // (item * n))
+            # Room for the wanted vectors and two blocks, and the basis a claim about the
+            # smallest eigenvalues waits for (see _step).
+            need = max(top + bottom + 2 * p, self._bottom_claim_size())
+            if columns < min(n, need):
                 raise OperatorError(
                     f"a Krylov basis budget of {max_basis_bytes} bytes holds "
-                    f"{self.max_columns} vectors of length {n}; this run needs at least "
-                    f"{need} (top + bottom + 2 x block size): raise max_basis_bytes to "
-                    f"{need * 8 * n} or ask for fewer eigenvalues"
+                    f"{columns} vectors of length {n} in {'float32' if item == 4 else 'float64'}; "
+                    f"this run needs at least {need} (top + bottom + 2 x block size, and "
+                    f"max(20, 3 (top + bottom) + 2 x block size) with bottom): raise "
+                    f"max_basis_bytes to {need * item * n} (--max-basis-mib "
+                    f"{need * item * n / 2**20:.3g}) or ask for fewer eigenvalues"
                 )
         self.max_basis_bytes = max_basis_bytes
         self._gen = torch.Generator().manual_seed(self.seed)
@@ -238,10 +398,8 @@ class LanczosIteration:
         self.anorm = 0.0
         self.exhausted = False
         self.finished = False
-        self.peak_columns = 0
-        self._basis = _Basis(
-            n, self.device, capacity=min(self.max_columns, 4 * p + 64), limit=self.max_columns
-        )
+        self.peak_bytes = 0
+        self._basis = _Basis(n, self.device, store, 4 * p + 64, max_basis_bytes)
         self._T = np.zeros((16, 16))
         self._G = np.zeros((0, 0))
         self._s0 = 0
@@ -250,6 +408,21 @@ class LanczosIteration:
         if not self.range_start:
             X = self._orthonormal_start(X)
         self._X = X
+
+    def _bottom_claim_size(self) -> int:
+        """Basis size before which no claim about the smallest eigenvalues is made (0: none)."""
+        if not self.bottom:
+            return 0
+        return max(20, 3 * (self.top + self.bottom) + 2 * self.p)
+
+    @property
+    def rtol(self) -> float:
+        """Relative null threshold: given, or :func:`default_rank_rtol` of the coarser of the
+        products' and the basis storage's dtype (a float32 basis leaks null directions in at
+        about eps(float32), which must not count as rank)."""
+        if self._rank_rtol is not None:
+            return self._rank_rtol
+        return default_rank_rtol(self.n, _coarser(self.dtype, self._basis.dtype))
 
     # -- the protocol -------------------------------------------------------------------------
     def pending(self) -> torch.Tensor | None:
@@ -281,8 +454,8 @@ class LanczosIteration:
         X = _svqb(_svqb(X, 0.0), 0.0)
         if X.shape[1] < self.p:  # A times random is rank deficient: fill from random
             X = _fill(X, self._basis, self._randn, self.p)
-        self._basis.append(X)
-        self.peak_columns = max(self.peak_columns, self._basis.size)
+        X = self._basis.append(X)
+        self.peak_bytes = max(self.peak_bytes, self._basis.nbytes)
         return X
 
     def _step(self, W: torch.Tensor) -> None:
@@ -305,7 +478,7 @@ class LanczosIteration:
         # A Krylov space of a few vectors can hold a converged Ritz pair that is not at the
         # bottom (e.g. a range start A r is dominated by the top eigenvectors): no claim about
         # the smallest eigenvalues before the basis has some room to have found them.
-        if self.bottom and s < min(self.n, max(20, 3 * (self.top + self.bottom) + 2 * self.p)):
+        if s < min(self.n, self._bottom_claim_size()):
             done = False
         if done or self.exhausted or self.products + self.p > self.budget:
             self.finished = True
@@ -321,11 +494,12 @@ class LanczosIteration:
         if Xn.shape[1] < p_next:
             self.breakdowns += p_next - Xn.shape[1]
             Xn = _fill(Xn, basis, self._randn, p_next)
-        if basis.size + Xn.shape[1] > self.max_columns:
+        if not basis.fits(Xn.shape[1]) and self._may_spill:
+            basis.spill()
+        if not basis.fits(Xn.shape[1]):
             self._restart(theta, S, res)
-        basis.append(Xn)
-        self.peak_columns = max(self.peak_columns, basis.size)
-        self._X = Xn
+        self._X = basis.append(Xn)
+        self.peak_bytes = max(self.peak_bytes, basis.nbytes)
 
     def _ritz(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self._basis.size
@@ -346,16 +520,16 @@ class LanczosIteration:
             self.top,
             self.bottom,
             self.tol,
-            _precision(self.anorm, self.dtype),
+            _precision(self.anorm, self.dtype, self._basis.dtype),
             self.rtol * self.anorm,
             self.range_start,
         )
 
     def _restart(self, theta: np.ndarray, S: np.ndarray, res: np.ndarray) -> None:
         """Thick restart: keep the wanted Ritz vectors (and neighbours) in half the budget."""
-        s = theta.shape[0]
-        room = max(self.top + self.bottom, (self.max_columns - self.p) // 2)
-        room = min(room, self.max_columns - self.p, s)
+        s, limit = theta.shape[0], self._basis.limit
+        room = max(self.top + self.bottom, (limit - self.p) // 2)
+        room = min(room, limit - self.p, s)
         order = np.arange(s)
         if self.range_start and self.bottom:
             low = order[theta > self.rtol * self.anorm]
@@ -371,9 +545,7 @@ class LanczosIteration:
             n_top, n_bot = 0, room
         keep = list(dict.fromkeys([*high[:n_top].tolist(), *low[:n_bot].tolist()]))
         keep = np.array(sorted(keep, key=lambda i: theta[i]))
-        coeffs = torch.as_tensor(S[:, keep], dtype=torch.float64, device=self.device)
-        Y = self._basis.Q @ coeffs
-        self._basis.reset(Y)
+        self._basis.restart(torch.as_tensor(S[:, keep], dtype=torch.float64, device=self.device))
         k = len(keep)
         self._T = np.zeros((max(16, 2 * k), max(16, 2 * k)))
         self._T[np.arange(k), np.arange(k)] = theta[keep]
@@ -388,22 +560,24 @@ class LanczosIteration:
             )
         theta, S, res = self._ritz()
         top_pairs, bottom_pairs, _ = self._selection(theta, S, res)
-        vectors = self._basis.Q if keep_vectors else None
+        basis = self._basis if keep_vectors else None
         return KrylovResult(
-            top=_pairs("top", top_pairs, vectors),
-            bottom=_pairs("bottom", bottom_pairs, vectors),
+            top=_pairs("top", top_pairs, basis),
+            bottom=_pairs("bottom", bottom_pairs, basis),
             ritz_values=theta,
             num_products=self.products,
             basis_size=self._basis.size,
             breakdowns=self.breakdowns,
             exhausted=self.exhausted,
             anorm=self.anorm,
-            precision=_precision(self.anorm, self.dtype),
+            precision=_precision(self.anorm, self.dtype, self._basis.dtype),
             null_threshold=self.rtol * self.anorm,
+            rank_rtol=self.rtol,
             range_start=self.range_start,
             restarts=self.restarts,
-            basis_bytes=8 * self.n * self.peak_columns,
+            basis_bytes=self.peak_bytes,
             max_basis_bytes=self.max_basis_bytes,
+            basis_dtype=str(self._basis.dtype).replace("torch.", ""),
         )
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -418,8 +592,9 @@ class LanczosIteration:
             "seed": self.seed,
             "range_start": self.range_start,
             "budget": self.budget,
-            "rtol": self.rtol,
-            "max_columns": self.max_columns,
+            "rtol": self._rank_rtol,
+            "max_basis_bytes": self.max_basis_bytes,
+            "basis_dtype": self.basis_option,
         }
 
     def state_dict(self) -> dict[str, object]:
@@ -439,7 +614,7 @@ class LanczosIteration:
                     self.breakdowns,
                     self.restarts,
                     self._s0,
-                    self.peak_columns,
+                    self.peak_bytes,
                     int(self.exhausted),
                     int(self.finished),
                     int(self._phase == "start"),
@@ -460,7 +635,8 @@ class LanczosIteration:
         ):
             raise OperatorError(
                 "the Krylov checkpoint was written by a run with other settings (operator "
-                "dimension, dtype, top/bottom, block size, tol or seed); delete it or use another path"
+                "dimension, dtype, top/bottom, block size, tol, seed or basis budget); delete it "
+                "or use another path"
             )
 
         def tensor(key: str) -> torch.Tensor:
@@ -473,6 +649,16 @@ class LanczosIteration:
             return value
 
         Q, T, G, X = tensor("Q"), tensor("T"), tensor("G"), tensor("X")
+        if (
+            Q.dtype not in (torch.float32, torch.float64)
+            or Q.dim() != 2
+            or Q.shape[0] != self.n
+            or Q.shape[1] > self._basis.limit_for(Q.dtype)
+        ):
+            raise OperatorError(
+                "the Krylov checkpoint is damaged (its basis does not fit this run); delete it "
+                "or use another path"
+            )
         gen_state, counters = tensor("generator"), tensor("counters")
         self._basis.reset(Q.to(self.device))
         s = Q.shape[1]
@@ -482,7 +668,7 @@ class LanczosIteration:
         self._X = X.to(self.device)
         self._gen.set_state(gen_state)
         c = [int(v) for v in counters.tolist()]
-        self.products, self.breakdowns, self.restarts, self._s0, self.peak_columns = c[:5]
+        self.products, self.breakdowns, self.restarts, self._s0, self.peak_bytes = c[:5]
         self.exhausted, self.finished = bool(c[5]), bool(c[6])
         self._phase = "start" if c[7] else "iterate"
         self.anorm = float(state["anorm"])  # type: ignore[arg-type]
@@ -510,7 +696,7 @@ class LanczosIteration:
         self.load_state_dict(state)
 
 
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2
 
 
 def lanczos(
@@ -529,6 +715,7 @@ def lanczos(
     max_basis_bytes: int | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1,
+    basis_dtype: BasisDtype = "auto",
 ) -> KrylovResult:
     """Extreme eigenvalues of a symmetric operator by block Lanczos.
 
@@ -552,17 +739,23 @@ def lanczos(
             the device).
         start: ``"random"``, ``"range"`` (``A`` times random; PSD operators) or ``"auto"``
             (``"range"`` when ``op.is_psd``).
-        rank_rtol: relative null threshold (default :func:`default_rank_rtol`).
+        rank_rtol: relative null threshold (default :func:`default_rank_rtol` of the coarser
+            of the operator's dtype and the basis storage).
         keep_vectors: return Ritz vectors.
         progress: called as ``progress(products_used, budget)`` after every step.
-        max_basis_bytes: memory budget of the float64 Krylov basis; when the next block would
-            not fit, the basis is thick-restarted (see :class:`LanczosIteration`). ``None``:
-            no limit (at most n vectors).
+        max_basis_bytes: memory budget of the Krylov basis; when the next block would not
+            fit, a float64 basis spills to float32 (``basis_dtype="auto"``), and when it would
+            not fit even so, the basis is thick-restarted (see :class:`LanczosIteration`).
+            ``None``: no limit (at most n vectors).
         checkpoint: file of the Krylov state. When it exists the run resumes from it (a
             finished state returns its result without products); the state is written every
             ``checkpoint_every`` steps and at the end, so an interrupted run loses at most
             that many steps and resumes to the same result.
         checkpoint_every: steps between checkpoint writes.
+        basis_dtype: storage of the basis: ``"float64"``, ``"float32"`` (half the memory,
+            precision floor ``100 eps(float32) ||A||``) or ``"auto"`` (float32 for a float32
+            operator; float64 otherwise, spilling to float32 under ``max_basis_bytes`` when
+            ``tol`` allows it).
 
     Raises:
         OperatorError: ``top``/``bottom`` out of range, a budget too small for the request,
@@ -582,6 +775,7 @@ def lanczos(
         is_psd=op.is_psd,
         rank_rtol=rank_rtol,
         max_basis_bytes=max_basis_bytes,
+        basis_dtype=basis_dtype,
     )
     if checkpoint is not None and Path(checkpoint).exists():
         it.load(checkpoint)
@@ -663,12 +857,12 @@ def _select(
 
 
 def _pairs(
-    which: Literal["top", "bottom"], sel: _Selected | None, Q: torch.Tensor | None
+    which: Literal["top", "bottom"], sel: _Selected | None, basis: _Basis | None
 ) -> Eigenpairs:
     if sel is None:
         return Eigenpairs.empty(which)
     values, res, bounds, conv, coeffs = sel
     vectors = None
-    if Q is not None and len(values):
-        vectors = Q @ torch.as_tensor(coeffs, dtype=torch.float64, device=Q.device)
+    if basis is not None and len(values):
+        vectors = basis.combine(torch.as_tensor(coeffs, dtype=torch.float64, device=basis.Q.device))
     return Eigenpairs.build(which, values, res, bounds, conv, vectors)

@@ -148,6 +148,11 @@ class SpectrumResult:
         operator: the operator's own description (block, wrt, kind, ...).
         bottom_on_range: ``bottom`` holds the smallest eigenvalues above the null threshold
             (PSD operators) rather than the algebraically smallest.
+        basis_dtype: storage of the Lanczos basis at the end (``"float32"`` after a spill),
+            ``None`` for other methods.
+        basis_bytes: peak bytes of the Lanczos basis (0 for other methods).
+        max_basis_bytes: the Lanczos basis budget, ``None`` when unlimited.
+        restarts: thick restarts the Lanczos basis budget forced.
     """
 
     method: str
@@ -166,6 +171,10 @@ class SpectrumResult:
     eigenvalues: np.ndarray | None = None
     operator: dict[str, object] = field(default_factory=dict)
     bottom_on_range: bool = False
+    basis_dtype: str | None = None
+    basis_bytes: int = 0
+    max_basis_bytes: int | None = None
+    restarts: int = 0
 
     @property
     def converged(self) -> bool:
@@ -207,5 +216,9 @@ class SpectrumResult:
             "num_products": self.num_products,
             "breakdowns": self.breakdowns,
             "exhausted": self.exhausted,
+            "basis_dtype": self.basis_dtype,
+            "basis_bytes": self.basis_bytes,
+            "max_basis_bytes": self.max_basis_bytes,
+            "restarts": self.restarts,
             "seconds": self.seconds,
         }

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -37,7 +38,7 @@ from hessiankit.solvers.condition import (
     condition_from_extremes,
 )
 from hessiankit.solvers.dense import dense_eigh
-from hessiankit.solvers.lanczos import default_rank_rtol, lanczos
+from hessiankit.solvers.lanczos import BasisDtype, default_rank_rtol, lanczos
 from hessiankit.solvers.power import power_iteration
 from hessiankit.solvers.results import Eigenpairs, SpectrumResult
 
@@ -62,6 +63,10 @@ def spectrum(
     max_iter: int = 1000,
     keep_vectors: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    max_basis_bytes: int | None = None,
+    basis_dtype: BasisDtype = "auto",
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 1,
 ) -> SpectrumResult:
     """Largest and smallest eigenvalues of ``op`` with residuals, and its condition number.
 
@@ -83,6 +88,14 @@ def spectrum(
         max_iter: power iterations per eigenvalue.
         keep_vectors: keep eigenvectors in the result.
         progress: called as ``progress(products_used, budget)``.
+        max_basis_bytes: memory budget of the Lanczos basis (spill to float32, then thick
+            restart; see :func:`~hessiankit.solvers.lanczos.lanczos`); ``None``: no limit.
+        basis_dtype: storage of the Lanczos basis, ``"auto"``, ``"float64"`` or
+            ``"float32"``. A float32 basis sets the precision floor and the null threshold as
+            float32 products would.
+        checkpoint: file of the Lanczos state, to resume an interrupted run (see
+            :func:`~hessiankit.solvers.lanczos.lanczos`).
+        checkpoint_every: Lanczos steps between checkpoint writes.
 
     Raises:
         OperatorError: an unknown method, more eigenvalues than the dimension, or a dense
@@ -142,12 +155,21 @@ def spectrum(
         tol=tol,
         max_products=max_products,
         seed=seed,
-        rank_rtol=rtol,
+        rank_rtol=rank_rtol,
         keep_vectors=keep_vectors,
         progress=progress,
+        max_basis_bytes=max_basis_bytes,
+        basis_dtype=basis_dtype,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
     psd = op.is_psd is True
-    precision = max(kr.precision, arithmetic_floor(n, op.dtype, kr.anorm))
+    rtol = kr.rank_rtol
+    # A float32 basis rounds like float32 products: the floor takes the coarser eps.
+    floors = [arithmetic_floor(n, op.dtype, kr.anorm)]
+    if kr.basis_dtype == "float32":
+        floors.append(arithmetic_floor(n, torch.float32, kr.anorm))
+    precision = max(kr.precision, *floors)
     top_pairs, bot_pairs = _floored(kr.top, precision), _floored(kr.bottom, precision)
     if kr.exhausted:
         cond = condition_from_eigenvalues(kr.ritz_values, rtol=rtol, precision=precision)
@@ -174,6 +196,10 @@ def spectrum(
         eigenvalues=all_ev,
         operator=info,
         bottom_on_range=kr.range_start and psd,
+        basis_dtype=kr.basis_dtype,
+        basis_bytes=kr.basis_bytes,
+        max_basis_bytes=kr.max_basis_bytes,
+        restarts=kr.restarts,
     )
 
 
