@@ -332,7 +332,7 @@ class LanczosIteration:
         tol: float = 1e-6,
         max_products: int | None = None,
         seed: int = 0,
-        start: Start = "auto",
+        start: Start | torch.Tensor = "auto",
         is_psd: bool | None = None,
         rank_rtol: float | None = None,
         max_basis_bytes: int | None = None,
@@ -345,8 +345,11 @@ class LanczosIteration:
                 f"asked for {max(top, bottom)} eigenvalues of an operator of dimension {n}; "
                 f"ask for at most {n}"
             )
-        if start not in ("auto", "random", "range"):
-            raise OperatorError(f"unknown start {start!r}; use 'auto', 'random' or 'range'")
+        given = _given_start(start, n) if torch.is_tensor(start) else None
+        if given is None and start not in ("auto", "random", "range"):
+            raise OperatorError(
+                f"unknown start {start!r}; use 'auto', 'random', 'range' or an n x k tensor"
+            )
         if basis_dtype not in ("auto", "float64", "float32"):
             raise OperatorError(
                 f"unknown basis_dtype {basis_dtype!r}; use 'auto', 'float64' or 'float32'"
@@ -359,7 +362,15 @@ class LanczosIteration:
         self.p = p = max(1, min(int(block_size), n))
         self.tol = float(tol)
         self.seed = int(seed)
-        self.range_start = start == "range" or (start == "auto" and is_psd is True)
+        self.range_start = given is None and (
+            start == "range" or (start == "auto" and is_psd is True)
+        )
+        # Identifies a given start in checkpoints (its values, not the tensor object).
+        self._start_key = (
+            None
+            if given is None
+            else [list(given.shape), float(given.abs().sum()), float(given.sum())]
+        )
         self.budget = int(max_products or min(n + p, max(300, 40 * (top + bottom) * p)))
         self._rank_rtol = None if rank_rtol is None else float(rank_rtol)
         self._eps = torch.finfo(dtype).eps
@@ -405,6 +416,13 @@ class LanczosIteration:
         self._s0 = 0
         self._phase = "start" if self.range_start else "iterate"
         X = self._randn(p)
+        if given is not None:
+            # The given directions, each with a tenth of a random one: a start that lacks an
+            # eigenvector never finds it, random components rule that out almost surely.
+            k = min(given.shape[1], p)
+            G = given[:, :k].to(self.device) / given[:, :k].norm(dim=0, keepdim=True)
+            X = X.clone()
+            X[:, :k] = G + 0.1 * X[:, :k] / X[:, :k].norm(dim=0, keepdim=True)
         if not self.range_start:
             X = self._orthonormal_start(X)
         self._X = X
@@ -591,6 +609,7 @@ class LanczosIteration:
             "tol": self.tol,
             "seed": self.seed,
             "range_start": self.range_start,
+            "start": self._start_key,
             "budget": self.budget,
             "rtol": self._rank_rtol,
             "max_basis_bytes": self.max_basis_bytes,
@@ -708,7 +727,7 @@ def lanczos(
     tol: float = 1e-6,
     max_products: int | None = None,
     seed: int = 0,
-    start: Start = "auto",
+    start: Start | torch.Tensor = "auto",
     rank_rtol: float | None = None,
     keep_vectors: bool = False,
     progress: ProgressFn | None = None,
@@ -737,8 +756,12 @@ def lanczos(
             bottom) p))``).
         seed: seed of the random start vectors (drawn on the CPU, so results do not depend on
             the device).
-        start: ``"random"``, ``"range"`` (``A`` times random; PSD operators) or ``"auto"``
-            (``"range"`` when ``op.is_psd``).
+        start: ``"random"``, ``"range"`` (``A`` times random; PSD operators), ``"auto"``
+            (``"range"`` when ``op.is_psd``), or an ``n`` or ``n x k`` tensor of start
+            directions (each gets a random component of a tenth of its norm; columns beyond
+            the block size are ignored, missing ones are random). For the top of a loss
+            Hessian, ``op.gradient()`` saves products (the gradient lies mostly in the top
+            eigenspace).
         rank_rtol: relative null threshold (default :func:`default_rank_rtol` of the coarser
             of the operator's dtype and the basis storage).
         keep_vectors: return Ritz vectors.
@@ -788,6 +811,20 @@ def lanczos(
         if progress is not None:
             progress(it.products, it.budget)
     return it.result(keep_vectors=keep_vectors)
+
+
+def _given_start(start: torch.Tensor, n: int) -> torch.Tensor:
+    """A user's start block as a float64 ``n x k`` matrix of nonzero finite columns."""
+    X = start.detach().to(torch.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] != n or X.shape[1] < 1:
+        raise OperatorError(
+            f"a start tensor must have shape ({n},) or ({n}, k), got {tuple(start.shape)}"
+        )
+    if not bool(torch.isfinite(X).all()) or bool((X.norm(dim=0) == 0).any()):
+        raise OperatorError("the start vectors must be finite and nonzero; use start='random'")
+    return X
 
 
 def _grow(T: np.ndarray, size: int) -> np.ndarray:

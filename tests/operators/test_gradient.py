@@ -25,3 +25,12 @@ def test_gradient_of_the_model_and_of_a_block_input(request, fixture, backend):
     (g_z,) = block_gradients(net, [cut], x, y, bn="eval")
     got = hk.LossHessian(cap, 2, wrt="input", backend=backend).gradient()
     torch.testing.assert_close(got, g_z.reshape(-1) * x.shape[0], rtol=1e-10, atol=1e-12)
+
+
+def test_lanczos_from_the_gradient_finds_the_top_of_the_loss_hessian(resnet_bn):
+    net, x, y = resnet_bn
+    op = hk.LossHessian(hk.capture(net.eval(), x, y), "model")
+    exact = torch.linalg.eigvalsh(op.to_dense()).numpy()
+    r = hk.solvers.lanczos(op, top=3, block_size=1, tol=1e-10, seed=0, start=op.gradient())
+    assert r.top.all_converged
+    assert (abs(r.top.eigenvalues - exact[::-1][:3]) <= r.top.error_bounds * (1 + 1e-6)).all()

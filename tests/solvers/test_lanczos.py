@@ -151,3 +151,26 @@ def test_ritz_vectors_are_eigenvectors():
     np.testing.assert_allclose(
         torch.linalg.vector_norm(R, dim=0).numpy(), r.top.residuals, atol=1e-9
     )
+
+
+def test_a_given_start_near_the_top_eigenvector_saves_products_and_stays_exact():
+    ev = spectra.distinct()
+    op = spectra.with_spectrum(ev, seed=4)
+    A = op.to_dense()
+    _, vecs = torch.linalg.eigh(A)
+    near = vecs[:, -1] + 0.05 * vecs[:, :-1].sum(dim=1) / np.sqrt(len(ev))  # 5% off the top
+    cold = lanczos(op, top=1, tol=1e-10, seed=0)
+    warm = lanczos(op, top=1, tol=1e-10, seed=0, start=near)
+    assert warm.top.all_converged and cold.top.all_converged
+    _bounds_hold(warm.top.eigenvalues, warm.top.error_bounds, np.array([ev.max()]))
+    assert warm.num_products < cold.num_products
+    # a start orthogonal to the top eigenvector still finds it (the random component)
+    away = lanczos(op, top=1, tol=1e-10, seed=0, start=vecs[:, 0])
+    _bounds_hold(away.top.eigenvalues, away.top.error_bounds, np.array([ev.max()]))
+
+
+def test_a_bad_start_tensor_is_refused():
+    op = spectra.with_spectrum(spectra.distinct(20), seed=0)
+    for bad in (torch.ones(19), torch.zeros(20), torch.full((20,), float("nan"))):
+        with pytest.raises(OperatorError, match="start"):
+            lanczos(op, top=1, start=bad)
