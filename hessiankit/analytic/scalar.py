@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -214,19 +214,19 @@ def conv_m_w(z_in: torch.Tensor, conv: nn.Module, *, bias: bool = False) -> floa
         bias: include the bias in ``W``.
     """
     stride, padding, dilation = _geometry(conv)
-    kernel = tuple(conv.kernel_size)
+    kernel = tuple(int(k) for k in cast(Sequence[int], conv.kernel_size))
     z = z_in.to(torch.float64)
     sq = z.pow(2).sum(dim=1, keepdim=True)
     ones = torch.ones((1, 1, *kernel), dtype=torch.float64, device=z.device)
     convnd = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(kernel)]
     per_pos = convnd(sq, ones, stride=stride, padding=padding, dilation=dilation)
     m = z.shape[0]
-    fan_in = conv.in_channels * math.prod(kernel)
+    fan_in = int(cast(int, conv.in_channels)) * math.prod(kernel)
     total = float(per_pos.sum()) / m
     if bias:
         positions = per_pos[0].numel()
-        return (total + positions) / (fan_in + 1)
-    return total / fan_in
+        return float((total + positions) / (fan_in + 1))
+    return float(total / fan_in)
 
 
 def conv_m_z(weight: torch.Tensor, conv: nn.Module, input_size: Sequence[int]) -> float:
@@ -507,7 +507,7 @@ def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, flo
     zi = z_in.to(torch.float64)
     dims = [0, *range(2, zi.ndim)]
     s2 = float(zi.var(dim=dims, unbiased=False).mean())
-    eps = float(bn.eps)
+    eps = float(cast(float, bn.eps))
     if is_conv:
         m_w = batchnorm_m_w(weight, gamma, input_variance=s2, eps=eps, positions=positions)
         m_z = batchnorm_m_z(
@@ -558,7 +558,8 @@ def _check_avg_pools(
 def _conv_positions(conv: nn.Module, spatial: Sequence[int]) -> int:
     stride, padding, dilation = _geometry(conv)
     out = 1
-    for n, k, s, p, d in zip(spatial, conv.kernel_size, stride, padding, dilation):
+    kernel = cast(Sequence[int], conv.kernel_size)
+    for n, k, s, p, d in zip(spatial, kernel, stride, padding, dilation):
         out *= (n + 2 * p - d * (k - 1) - 1) // s + 1
     return out
 
@@ -599,8 +600,8 @@ def block_scales(
     out = []
     for block in chosen:
         if method == "closed-form":
-            m_w, m_z = _closed_form(capture, block)
-            out.append(BlockScale(block.index, block.name, m_w, m_z, method, 0.0, 0.0))
+            cw, cz = _closed_form(capture, block)
+            out.append(BlockScale(block.index, block.name, cw, cz, method, 0.0, 0.0))
             continue
         names = (
             [n for n in block.param_names if capture.state.params[n].is_floating_point()]

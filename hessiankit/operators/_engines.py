@@ -181,7 +181,8 @@ class GaussNewtonEngine:
                     (i, g) for i, g in enumerate(jt_u) if g is not None and g.requires_grad
                 ]
             else:
-                self.out, self._vjp = func_vjp(f, *[p.detach() for p in self.primals])
+                got = func_vjp(f, *[p.detach() for p in self.primals])
+                self.out, self._vjp = got[0], got[1]
                 _require_grad_func(self.out, what)
 
     def _jvp(self, tangents: list[torch.Tensor], batched: bool) -> torch.Tensor:
@@ -198,7 +199,7 @@ class GaussNewtonEngine:
 
     def _product_func(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
         primals = tuple(p.detach() for p in self.primals)
-        _, Jv = func_jvp(self.f, primals, tuple(tangents))
+        Jv = func_jvp(self.f, primals, tuple(tangents))[1]
         return list(self._vjp(Jv))
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
@@ -271,7 +272,7 @@ class HessianEngine:
         n = len(self.primals)
         g = func_grad(self.phi, argnums=tuple(range(n)))
         primals = tuple(p.detach() for p in self.primals)
-        _, hv = func_jvp(g, primals, tuple(tangents))
+        hv = func_jvp(g, primals, tuple(tangents))[1]
         return list(hv)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:

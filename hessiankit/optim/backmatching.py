@@ -180,7 +180,8 @@ class BackMatchingPropagation:
         tensors.update(
             {n: self._buffers[n].clone() for n in block.buffer_names if n in self._buffers}
         )
-        return functional_call(block.function, tensors, (z,))
+        out: torch.Tensor = functional_call(block.function, tensors, (z,))
+        return out
 
     def _matching(
         self, block: Block, params: dict[str, torch.Tensor], z: torch.Tensor, target: torch.Tensor
@@ -224,7 +225,8 @@ class BackMatchingPropagation:
             W = w[self._pname(lin, "weight")]
             resid = (target - self._call(block, w, z0)).reshape(m, -1)
             dz = resid @ torch.linalg.pinv(W.T)
-            return (z0.reshape(m, -1) + dz).reshape(z0.shape)
+            z1: torch.Tensor = (z0.reshape(m, -1) + dz).reshape(z0.shape)
+            return z1
         z = z0.detach().clone()
         for _ in range(self.steps if self.input_solver == "k-steps" else 1):
             leaf = z.requires_grad_(True)

@@ -123,14 +123,14 @@ def blockwise_spectra(
             # Finished blocks would still cost a forward and backward per product: drop them.
             current, held = restrict(active), active
         where = {i: sl for i, sl in zip(held, getattr(current, "parts", parts))}
-        pending = [(i, runs[i].pending()) for i in active]
-        k = max(X.shape[1] for _, X in pending)  # type: ignore[union-attr]
+        pending = [(i, X) for i in active if (X := runs[i].pending()) is not None]
+        k = max(X.shape[1] for _, X in pending)
         V = torch.zeros((current.dim, k), dtype=torch.float64, device=op.device)
         for i, X in pending:
-            V[where[i], : X.shape[1]] = X  # type: ignore[union-attr]
+            V[where[i], : X.shape[1]] = X
         AV = current.matmat(V)
         for i, X in pending:
-            runs[i].feed(AV[where[i], : X.shape[1]])  # type: ignore[union-attr]
+            runs[i].feed(AV[where[i], : X.shape[1]])
         steps += 1
         if progress is not None:
             progress(steps, len(active))

@@ -282,7 +282,8 @@ def _svqb(W: torch.Tensor, threshold: float) -> torch.Tensor:
     keep = evals > threshold * threshold
     if not bool(keep.any()):
         return W[:, :0]
-    return W @ (V[:, keep] / evals[keep].sqrt())
+    out: torch.Tensor = W @ (V[:, keep] / evals[keep].sqrt())
+    return out
 
 
 class LanczosIteration:
@@ -561,8 +562,8 @@ class LanczosIteration:
             n_top, n_bot = room, 0
         else:
             n_top, n_bot = 0, room
-        keep = list(dict.fromkeys([*high[:n_top].tolist(), *low[:n_bot].tolist()]))
-        keep = np.array(sorted(keep, key=lambda i: theta[i]))
+        wanted = dict.fromkeys([*high[:n_top].tolist(), *low[:n_bot].tolist()])
+        keep = np.array(sorted(wanted, key=lambda i: theta[i]))
         self._basis.restart(torch.as_tensor(S[:, keep], dtype=torch.float64, device=self.device))
         k = len(keep)
         self._T = np.zeros((max(16, 2 * k), max(16, 2 * k)))

@@ -27,7 +27,7 @@ __all__ = ["ConditionNumber", "Eigenpairs", "SpectrumResult"]
 
 
 def _frozen(a: np.ndarray | list[float] | list[bool], dtype: type) -> np.ndarray:
-    arr = np.array(a, dtype=dtype)
+    arr: np.ndarray = np.array(a, dtype=dtype)
     arr.setflags(write=False)
     return arr
 
