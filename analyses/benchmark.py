@@ -198,7 +198,8 @@ def _clear_grads(model: nn.Module) -> None:
 
 
 def _hk_loss_op(s: Setup) -> hk.LossHessian:
-    return hk.LossHessian(hk.capture(s.model, s.x, s.y), "model")
+    # The loss Hessian reads no back-propagated gradients: skip their backward and memory.
+    return hk.LossHessian(hk.capture(s.model, s.x, s.y, gradients=False), "model")
 
 
 def hk_run(task: str, s: Setup) -> Run:
@@ -224,7 +225,7 @@ def hk_run(task: str, s: Setup) -> Run:
         d = slq(op, num_probes=1, num_steps=s.steps, seed=s.seed)
         return Run([float(max(n.max() for n in d.nodes))], d.num_products)
     if task in ("blocks", "blocks-top"):
-        op = AllBlocksLocalHessian(hk.capture(s.model, s.x, s.y))
+        op = AllBlocksLocalHessian(hk.capture(s.model, s.x, s.y, gradients=False))
         rs = blockwise_spectra(
             op,
             top=5,
@@ -246,7 +247,7 @@ def hk_run(task: str, s: Setup) -> Run:
             },
         )
     if task == "blocks-each":  # the same, one LocalHessian (own graph) at a time
-        cap = hk.capture(s.model, s.x, s.y)
+        cap = hk.capture(s.model, s.x, s.y, gradients=False)
         tops, products, conv = [], 0, True
         for b in cap.split:
             if not any(cap.state.params[n].is_floating_point() for n in b.param_names):
@@ -471,9 +472,11 @@ def product_vs_gradient(s: Setup, repeats: int) -> dict[str, Any]:
     batched._engine._batched.prefer = "batched"  # type: ignore[attr-defined]
     looped = _hk_loss_op(s)
     looped._engine._batched.prefer = "loop"  # type: ignore[attr-defined]
-    fwd = hk.LossHessian(hk.capture(model, x, y), "model", backend="forward-over-reverse")
+    fwd = hk.LossHessian(
+        hk.capture(model, x, y, gradients=False), "model", backend="forward-over-reverse"
+    )
     params = list(model.parameters())
-    blocks = AllBlocksLocalHessian(hk.capture(model, x, y))
+    blocks = AllBlocksLocalHessian(hk.capture(model, x, y, gradients=False))
     vb = torch.randn(blocks.dim, 1, generator=torch.Generator().manual_seed(s.seed)).to(device)
 
     def rebuild_each_time() -> None:  # what hessian-eigenthings does per product

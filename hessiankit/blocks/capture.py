@@ -124,6 +124,11 @@ class BlockCapture:
             DataError: the capture was made without labels.
         """
         if self.grad_outputs is None:
+            if self.targets is not None:
+                raise DataError(
+                    "this capture was made with gradients=False; capture again with "
+                    "gradients=True to get the back-propagated gradient"
+                )
             raise DataError(
                 "this quantity needs labels (the back-propagated gradient); pass y / use data "
                 "with labels, or use kind='gauss-newton'"
@@ -140,6 +145,7 @@ def capture(
     loss_fn: str | LossFn = "cross-entropy",
     bn: BNMode = "eval",
     dtype: torch.dtype | None = None,
+    gradients: bool = True,
 ) -> BlockCapture:
     """Run the block chain on one batch and record ``z_b`` and ``dL/dz_b`` for every block.
 
@@ -153,6 +159,10 @@ def capture(
         loss_fn: ``"cross-entropy"``, ``"mse"`` or a callable reducing by the batch mean.
         bn: ``"eval"`` (running statistics) or ``"train"`` (batch statistics).
         dtype: analysis dtype (default: the model's); parameters and data are cast to it.
+        gradients: record ``dL/dz_b`` (with labels). ``False`` skips that backward pass and
+            its memory (as much again as the activations): enough for the loss Hessian
+            (:class:`~hessiankit.operators.loss.LossHessian`) and the Gauss-Newton local
+            Hessians, which never read it.
 
     Raises:
         DataError: the batch does not fit the model.
@@ -172,8 +182,9 @@ def capture(
         raise DataError("batch norm in train mode needs at least 2 samples; use a larger batch")
     with_labels = y is not None
     loss = resolve_loss(loss_fn) if with_labels else None
-    zs = [x.requires_grad_(with_labels)]
-    with torch.set_grad_enabled(with_labels):
+    backward = with_labels and gradients
+    zs = [x.requires_grad_(backward)]
+    with torch.set_grad_enabled(backward):
         for block in split:
             try:
                 z = run_block(block, state, bn, zs[-1])
@@ -207,12 +218,13 @@ def capture(
             raise DataError("loss_fn must return a scalar (the mean over the batch)")
         if not bool(torch.isfinite(out)):
             raise NumericalError("the loss is NaN/Inf on this batch; check labels and weights")
-        needs = [z for z in zs[1:] if z.requires_grad]
-        if len(needs) != len(zs) - 1:
-            raise DataError(
-                "a block output does not depend on the input; the model is not differentiable"
-            )
-        grads = tuple(g.detach() for g in torch.autograd.grad(out, needs))
+        if backward:
+            needs = [z for z in zs[1:] if z.requires_grad]
+            if len(needs) != len(zs) - 1:
+                raise DataError(
+                    "a block output does not depend on the input; the model is not differentiable"
+                )
+            grads = tuple(g.detach() for g in torch.autograd.grad(out, needs))
         value = float(out.detach())
     acts = tuple(z.detach() for z in zs)
     return BlockCapture(

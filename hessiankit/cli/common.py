@@ -649,7 +649,15 @@ def build_operators(args: argparse.Namespace) -> Prepared:
     batches = data.batches if world.size == 1 else shard(data, world)
     start = time.perf_counter()
     caps = [
-        capture(split, x, y if needs_labels else None, loss_fn=loss, bn=args.bn, dtype=dtype)
+        capture(
+            split,
+            x,
+            y if needs_labels else None,
+            loss_fn=loss,
+            bn=args.bn,
+            dtype=dtype,
+            gradients=args.kind == "exact",  # only the exact local Hessian reads dL/dz_b
+        )
         for x, y in batches
     ]
     seconds = time.perf_counter() - start

@@ -82,3 +82,22 @@ def test_bad_data_and_weights_give_user_errors(mlp_tanh):
         hk.capture(bad, x)
     with pytest.raises(NumericalError, match="NaN/Inf activations"):
         hk.capture(net, x * float("inf"))
+
+
+def test_capture_without_gradients_gives_the_same_loss_and_gauss_newton_operators(resnet_bn):
+    net, x, y = resnet_bn
+    full = hk.capture(net, x, y)
+    lean = hk.capture(net, x, y, gradients=False)
+    assert lean.grad_outputs is None and lean.loss == full.loss
+    for a, b in zip(full.activations, lean.activations):
+        assert torch.equal(a, b)
+    V = torch.randn(sum(p.numel() for p in net.parameters()), 3, dtype=torch.float64)
+    same = hk.LossHessian(full, "model").matmat(V), hk.LossHessian(lean, "model").matmat(V)
+    assert torch.equal(*same)
+    b = full.split.blocks[0]
+    W = torch.randn(b.num_params, 2, dtype=torch.float64)
+    assert torch.equal(hk.LocalHessian(full, 1).matmat(W), hk.LocalHessian(lean, 1).matmat(W))
+    with pytest.raises(DataError, match="gradients=True"):
+        lean.per_sample_grad(b)
+    with pytest.raises(DataError, match="gradients=True"):
+        hk.LocalHessian(lean, 1, kind="exact")
