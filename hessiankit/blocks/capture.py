@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from hessiankit._precision import full_precision
 from hessiankit.blocks.modes import BNMode, FunctionalState, analysis_mode, check_bn_mode
 from hessiankit.blocks.split import Block, BlockSplit, split_blocks
 from hessiankit.errors import DataError, NumericalError
@@ -137,6 +138,7 @@ class BlockCapture:
         return self.grad_outputs[k - 1] * self.batch_size
 
 
+@full_precision()  # recorded activations in float32 proper, not TF32 (see hessiankit._precision)
 def capture(
     model: nn.Module | BlockSplit,
     x: torch.Tensor,

@@ -23,6 +23,7 @@ from torch.func import grad as func_grad
 from torch.func import jvp as func_jvp
 from torch.func import vjp as func_vjp
 
+from hessiankit._precision import full_precision
 from hessiankit.errors import OperatorError
 
 __all__ = ["Backend", "GaussNewtonEngine", "HessianEngine", "check_backend", "flatten", "unflatten"]
@@ -168,7 +169,7 @@ class GaussNewtonEngine:
         self.backend = backend
         self.primals = [p.detach().requires_grad_(True) for p in primals]
         self._batched = _Batched()
-        with torch.enable_grad():
+        with torch.enable_grad(), full_precision():
             if backend == "double-backprop":
                 self.out = f(*self.primals)
                 _require_grad(self.out, what)
@@ -203,6 +204,10 @@ class GaussNewtonEngine:
         return list(self._vjp(Jv))
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        with full_precision():
+            return self._matmat(V)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         parts = unflatten(V, self.primals)
         k = V.shape[1]
         if self.backend == "double-backprop":
@@ -239,7 +244,7 @@ class HessianEngine:
         self.primals = [p.detach().requires_grad_(True) for p in primals]
         self._batched = _Batched()
         if backend == "double-backprop":
-            with torch.enable_grad():
+            with torch.enable_grad(), full_precision():
                 value = phi(*self.primals)
                 _require_grad(value, what)
                 grads = torch.autograd.grad(
@@ -249,6 +254,10 @@ class HessianEngine:
 
     def gradient(self) -> torch.Tensor:
         """``scale * d phi / d primals`` at the point, flattened (one ``dim`` vector)."""
+        with full_precision():
+            return self._gradient()
+
+    def _gradient(self) -> torch.Tensor:
         if self.backend == "double-backprop":
             got = dict(self._grads)
             parts = [
@@ -276,6 +285,10 @@ class HessianEngine:
         return list(hv)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        with full_precision():
+            return self._matmat(V)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         parts = unflatten(V, self.primals)
         k = V.shape[1]
         if self.backend == "double-backprop":
