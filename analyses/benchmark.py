@@ -7,6 +7,10 @@ eigenvalues against a float64 hessiankit reference (tol 1e-9), and (``--memory``
 peak memory for a top-10 run, each in a fresh subprocess (peak RSS above the process's
 resident set before the run; ``torch.cuda.max_memory_allocated`` on a GPU).
 
+Every tool computes in float32 proper: TF32, PyTorch's default for convolutions on NVIDIA GPUs
+(relative error ~1e-3 per product, which showed as 1e-4 errors in every anchor's eigenvalues on
+an H100), is off unless ``--tf32``; hessiankit turns it off for its own computations anyway.
+
 Tasks (loss Hessian of the batch-mean cross-entropy w.r.t. every parameter, batch norm in eval
 mode, which is what every anchor computes):
 
@@ -936,6 +940,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default="gradient",
         help="hessiankit's Lanczos start for top-k: the loss gradient (plus 10%% random) or random",
     )
+    ap.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let the anchors and the gradient use TF32 on NVIDIA GPUs (PyTorch's default for "
+        "convolutions; ~1e-3 relative error per product). Off by default: float32 for everyone, "
+        "as hessiankit always computes",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -953,6 +964,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size = "short" if args.short else "full"
     batch = args.batch or (8 if args.short else 128)
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
     if args.memory_child:
         print(
             json.dumps(
