@@ -42,3 +42,24 @@ def with_zeros(n: int = 200, nullity: int = 60) -> np.ndarray:
 
 def indefinite(n: int = 250) -> np.ndarray:
     return np.concatenate([np.linspace(-3.0, -0.01, n // 2), np.linspace(0.02, 4.0, n - n // 2)])
+
+
+class Interrupt(Exception):
+    """Raised by :func:`stop_after` to simulate an interrupted run."""
+
+
+def stop_after(steps: int):
+    """A Lanczos ``progress`` callback that raises :class:`Interrupt` at the given step."""
+    calls = {"n": 0}
+
+    def progress(used: int, budget: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == steps:
+            raise Interrupt
+
+    return progress
+
+
+def gapped(n: int = 300) -> np.ndarray:
+    # Both ends separated from the bulk, so a restarted run converges in a few cycles.
+    return np.concatenate([[0.05, 0.1], np.linspace(0.5, 2.0, n - 5), [4.0, 5.0, 6.0]])

@@ -8,6 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from solvers.spectra import Interrupt as _Interrupt
+from solvers.spectra import gapped as _gapped
+from solvers.spectra import stop_after as _stop_after
 from solvers import spectra
 
 from hessiankit.errors import OperatorError
@@ -16,25 +19,6 @@ from hessiankit.solvers import LanczosIteration, lanczos, spectrum
 from hessiankit.solvers.lanczos import _Basis
 
 EPS32 = float(torch.finfo(torch.float32).eps)
-
-
-class _Interrupt(Exception):
-    pass
-
-
-def _stop_after(steps: int):
-    calls = {"n": 0}
-
-    def progress(used: int, budget: int) -> None:
-        calls["n"] += 1
-        if calls["n"] == steps:
-            raise _Interrupt
-
-    return progress
-
-
-def _gapped(n: int = 300) -> np.ndarray:
-    return np.concatenate([[0.05, 0.1], np.linspace(0.5, 2.0, n - 5), [4.0, 5.0, 6.0]])
 
 
 def _within_bounds(values: np.ndarray, bounds: np.ndarray, exact: np.ndarray) -> None:

@@ -5,30 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from solvers.spectra import Interrupt as _Interrupt
+from solvers.spectra import gapped as _gapped
+from solvers.spectra import stop_after as _stop_after
 from solvers import spectra
 
 from hessiankit.errors import OperatorError
 from hessiankit.solvers import LanczosIteration, lanczos
-
-
-class _Interrupt(Exception):
-    pass
-
-
-def _stop_after(steps: int):
-    calls = {"n": 0}
-
-    def progress(used: int, budget: int) -> None:
-        calls["n"] += 1
-        if calls["n"] == steps:
-            raise _Interrupt
-
-    return progress
-
-
-def _gapped(n: int = 300) -> np.ndarray:
-    # Both ends separated from the bulk, so a restarted run converges in a few cycles.
-    return np.concatenate([[0.05, 0.1], np.linspace(0.5, 2.0, n - 5), [4.0, 5.0, 6.0]])
 
 
 @pytest.mark.parametrize(("p", "columns"), [(1, 24), (3, 40)])
