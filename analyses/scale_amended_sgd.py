@@ -498,7 +498,7 @@ def plot_sweep(cfg: Config, summary: dict, out: Path) -> None:
     save_figure(fig, out / "sweep")
 
 
-def plot_amendment(cfg: Config, r: np.ndarray, lr: float, out: Path) -> None:
+def plot_amendment(cfg: Config, r: np.ndarray, lr: float, out: Path, note: str = "") -> None:
     """Per-block multipliers (epochs x blocks) as a heat map: no block hides behind another."""
     import matplotlib
 
@@ -506,7 +506,7 @@ def plot_amendment(cfg: Config, r: np.ndarray, lr: float, out: Path) -> None:
     from hessiankit.plots._style import new_axes
 
     with style():
-        fig, ax = new_axes(None, (7.0, 0.6 + 0.34 * r.shape[1]))
+        fig, ax = new_axes(None, (8.0, 0.8 + 0.34 * r.shape[1]))
         norm = matplotlib.colors.LogNorm(vmin=1.0 / cfg.clip, vmax=cfg.clip)
         im = ax.imshow(r.T, aspect="auto", cmap="RdBu_r", norm=norm, origin="upper")
         for (e, b), v in np.ndenumerate(r):
@@ -527,7 +527,8 @@ def plot_amendment(cfg: Config, r: np.ndarray, lr: float, out: Path) -> None:
         ax.set_xlabel("epoch")
         ax.set_title(
             f"scale-amended SGD: per-block multiplier r_b (lr_b = lr r_b), lr {lr:g}, seed 0\n"
-            f"* = pinned at the clip bound [1/{cfg.clip:g}, {cfg.clip:g}]",
+            f"* = pinned at the clip bound [1/{cfg.clip:g}, {cfg.clip:g}]"
+            + (f"\n{note}" if note else ""),
             fontsize=9,
         )
         fig.colorbar(im, ax=ax, label="r_b (log scale)")
@@ -542,6 +543,10 @@ def replot(out: Path) -> None:
     curves_path = out / "curves.json"
     curves = json.loads(curves_path.read_text()) if curves_path.exists() else None
     plot_outputs(cfg, summary, curves, out)
+    rerun = out / "amendment_rerun.json"
+    if curves is None and rerun.exists():  # a run committed before curves.json existed
+        d = json.loads(rerun.read_text())
+        plot_amendment(cfg, np.array(d["amendment"], dtype=float), d["lr"], out, d["note"])
 
 
 def table(cfg: Config, summary: dict) -> str:
