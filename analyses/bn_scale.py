@@ -305,11 +305,31 @@ def figure(runs: list[dict], out) -> None:
     ws = np.array([r["weight_norm"] for run in runs for r in run["history"]])
     ms = np.array([r["m_w"] for run in runs for r in run["history"] if r["m_w"]])
     if ws.size and ms.size:
+        # the predicted -2 against the fitted slopes (mean over (run, block) fits, as in claim 14)
         xs = np.array([ws.min(), ws.max()])
-        axes[2].loglog(xs, ms.max() * (xs / xs[0]) ** -2, "k--", lw=1, label="slope -2")
+        axes[2].loglog(xs, ms.max() * (xs / xs[0]) ** -2, "k--", lw=1, label="predicted slope -2")
+        for i, wd in enumerate((0.0, 5e-4)):
+            slopes = []
+            for run in (r for r in runs if r["wd"] == wd):
+                for b in sorted({e["block"] for e in run["history"]}):
+                    e = [r for r in run["history"] if r["block"] == b and r["m_w"]]
+                    lw = np.log([r["weight_norm"] for r in e])
+                    if len(e) > 1 and np.ptp(lw) > 1e-3:
+                        slopes.append(np.polyfit(lw, np.log([r["m_w"] for r in e]), 1)[0])
+            if slopes:
+                k = float(np.mean(slopes))
+                axes[2].loglog(
+                    xs,
+                    ms.max() * (xs / xs[0]) ** k,
+                    ":",
+                    color=f"C{i}",
+                    lw=1.5,
+                    label=f"mean fitted slope {k:.2f} (wd {wd:g})",
+                )
         axes[2].legend(fontsize=7)
-    axes[2].set_xlabel("||W_b||_F")
-    axes[2].set_ylabel("m_W")
+        axes[2].set_ylim(ms.min() / 1.5, ms.max() * 1.5)
+    axes[2].set_xlabel("||W_b||_F (log)")
+    axes[2].set_ylabel("m_W (log)")
     fig.suptitle(
         "claim 14: BN weight local Hessian against weight norm during training", fontsize=9
     )

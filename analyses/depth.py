@@ -314,47 +314,91 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def figure(summary: list[dict], archs: list[str], depths: list[int], out) -> None:
+    """One small-multiples grid per state: a row per architecture, a column per (Hessian, init).
+
+    Each panel carries the four {plain, residual} x {no BN, BN} variants, mean and 95% t-band over
+    seeds; one legend above the grid. log10 kappa >= 0 by definition and the dense solver resolves
+    kappa up to about 1/RANK_RTOL, so bands are clipped to that range (dotted lines).
+    """
     pyplot = plt()
+    floor, cap = 0.0, -math.log10(RANK_RTOL)
+    variants = {
+        (False, False): ("C0", "o", "plain, no BN"),
+        (False, True): ("C1", "s", "plain, BN"),
+        (True, False): ("C2", "^", "residual, no BN"),
+        (True, True): ("C3", "D", "residual, BN"),
+    }
+    cols = [(which, init) for which in ("log10_kappa_w", "log10_kappa_z") for init in INITS]
     for state in ("init", "trained"):
-        fig, axes = pyplot.subplots(2, len(archs), figsize=(3.6 * len(archs), 6.4), squeeze=False)
-        for j, arch in enumerate(archs):
-            for i, which in enumerate(("log10_kappa_w", "log10_kappa_z")):
+        fig, axes = pyplot.subplots(
+            len(archs),
+            len(cols),
+            figsize=(3.0 * len(cols), 2.3 * len(archs) + 0.8),
+            squeeze=False,
+            sharey=True,
+        )
+        for i, arch in enumerate(archs):
+            arch_depths = sorted(
+                {s["depth"] for s in summary if s["arch"] == arch and s["state"] == state}
+            )
+            for j, (which, init) in enumerate(cols):
                 ax = axes[i][j]
-                for init, residual, bn in itertools.product(INITS, (False, True), (False, True)):
-                    pts = [
-                        s
-                        for s in summary
-                        if s["arch"] == arch
-                        and s["init"] == init
-                        and s["residual"] == residual
-                        and s["bn"] == bn
-                        and s["state"] == state
-                        and np.isfinite(s[which]["mean"])
-                    ]
-                    pts.sort(key=lambda s: s["depth"])
+                for (residual, bn), (color, marker, _) in variants.items():
+                    pts = sorted(
+                        (
+                            s
+                            for s in summary
+                            if (s["arch"], s["init"], s["residual"], s["bn"], s["state"])
+                            == (arch, init, residual, bn, state)
+                            and np.isfinite(s[which]["mean"])
+                        ),
+                        key=lambda s: s["depth"],
+                    )
                     if not pts:
                         continue
                     d = [s["depth"] for s in pts]
                     m = np.array([s[which]["mean"] for s in pts])
-                    lo = np.array([s[which]["lo"] for s in pts])
-                    hi = np.array([s[which]["hi"] for s in pts])
-                    ls = "-" if init == "orthogonal" else "--"
-                    color = {
-                        (False, False): "C0",
-                        (False, True): "C1",
-                        (True, False): "C2",
-                        (True, True): "C3",
-                    }[(residual, bn)]
-                    lab = f"{init[:5]} {'res' if residual else 'plain'} {'BN' if bn else 'noBN'}"
-                    ax.plot(d, m, ls, color=color, marker="o", ms=3, label=lab)
-                    ax.fill_between(d, lo, hi, color=color, alpha=0.15)
+                    lo = np.clip([s[which]["lo"] for s in pts], floor, cap)
+                    hi = np.clip([s[which]["hi"] for s in pts], floor, cap)
+                    ax.plot(d, m, "-", color=color, marker=marker, ms=3.5, lw=1.3)
+                    ax.fill_between(d, lo, hi, color=color, alpha=0.15, lw=0)
+                for level in (floor, cap):
+                    ax.axhline(level, color="0.5", ls=":", lw=0.8)
                 ax.set_xscale("log", base=2)
-                ax.set_xticks(depths, [str(x) for x in depths])
-                ax.set_title(f"{arch}: {'weights' if i == 0 else 'input'} ({state})", fontsize=9)
-                ax.set_xlabel("hidden blocks")
-                ax.set_ylabel("log10 kappa (median over blocks)")
-        axes[0][0].legend(fontsize=6)
-        fig.tight_layout()
+                shown = arch_depths or depths
+                ax.set_xticks(shown, [str(x) for x in shown])
+                ax.minorticks_off()
+                ax.set_xlim(min(shown) / 1.25, max(shown) * 1.25)
+                ax.set_ylim(floor - 0.4, cap + 0.4)
+                hess = "weights H_W" if which == "log10_kappa_w" else "input H_z"
+                ax.set_title(f"{arch}: {hess}, {init} init", fontsize=9)
+                if i == len(archs) - 1 or arch == "cnn":
+                    ax.set_xlabel("hidden blocks (depth)")
+                if j == 0:
+                    ax.set_ylabel("log10 kappa\n(median over blocks)")
+        handles = [
+            pyplot.Line2D([], [], color=c, marker=mk, ms=4, label=lab)
+            for c, mk, lab in variants.values()
+        ]
+        handles.append(
+            pyplot.Line2D([], [], color="0.5", ls=":", label="kappa = 1 and resolution limit")
+        )
+        top = 1.0 - 0.6 / fig.get_figheight()  # room for the title and the legend row
+        fig.suptitle(
+            f"kappa of the local Hessians vs depth ({state}); mean and 95% t-band over seeds, "
+            "bands clipped to the measurable range",
+            fontsize=10,
+            y=0.995,
+        )
+        fig.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 1.0 - 0.3 / fig.get_figheight()),
+            ncol=len(handles),
+            fontsize=9,
+            frameon=False,
+        )
+        fig.tight_layout(rect=(0, 0, 1, top))
         fig.savefig(out / f"kappa_vs_depth_{state}.png", dpi=110)
         pyplot.close(fig)
 

@@ -399,31 +399,52 @@ def overhead_benchmark(
 
 
 def write_outputs(cfg: Config, summary: dict, finals: dict[str, list[dict]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from hessiankit.plots import plot_training_curves, save_figure, style
-    from hessiankit.plots._style import new_axes
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    epochs = np.arange(1, cfg.epochs + 1)
+    # the per-epoch data of the figures, so they can be redrawn (--replot) without rerunning
     curves = {
+        o: {
+            "lr": finals[o][0]["lr"],
+            "seeds": [h["seed"] for h in finals[o]],
+            "train_loss": [h["train_loss"] for h in finals[o]],
+            "test_acc": [h["test_acc"] for h in finals[o]],
+            "amendment_seed0": finals[o][0]["amendment"],
+        }
+        for o in finals
+    }
+    (out / "curves.json").write_text(json.dumps(curves, default=float) + "\n")
+    plot_outputs(cfg, summary, curves, out)
+    (out / "table.md").write_text(table(cfg, summary))
+
+
+def plot_outputs(cfg: Config, summary: dict, curves: dict | None, out: Path) -> None:
+    """The three figures: curves and amendment need ``curves`` (``curves.json``), the sweep not."""
+    plot_sweep(cfg, summary, out)
+    if curves is None:
+        return
+    plot_curves(cfg, curves, out)
+    amendment = curves.get("scale-amended", {}).get("amendment_seed0")
+    if amendment:
+        plot_amendment(cfg, np.array(amendment, dtype=float), curves["scale-amended"]["lr"], out)
+
+
+def plot_curves(cfg: Config, curves: dict, out: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from hessiankit.plots import plot_training_curves, save_figure, style
+
+    epochs = np.arange(1, cfg.epochs + 1)
+    data = {
         key: {
-            f"{LABELS[o]} (lr {finals[o][0]['lr']:g})": padded(
-                [h[key] for h in finals[o]], cfg.epochs
-            )
-            for o in finals
+            f"{LABELS[o]} (lr {c['lr']:g})": padded(c[key], cfg.epochs) for o, c in curves.items()
         }
         for key in ("train_loss", "test_acc")
     }
-    from matplotlib.figure import Figure
-
     with style():
         fig = Figure(figsize=(11.0, 3.8), layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)
     plot_training_curves(
-        curves["train_loss"],
+        data["train_loss"],
         steps=epochs,
         xlabel="epoch",
         ylabel="training loss",
@@ -432,7 +453,7 @@ def write_outputs(cfg: Config, summary: dict, finals: dict[str, list[dict]], out
         ax=ax1,
     )
     plot_training_curves(
-        curves["test_acc"],
+        data["test_acc"],
         steps=epochs,
         xlabel="epoch",
         ylabel="test accuracy",
@@ -440,40 +461,92 @@ def write_outputs(cfg: Config, summary: dict, finals: dict[str, list[dict]], out
         ax=ax2,
     )
     save_figure(fig, out / "curves")
+
+
+def plot_sweep(cfg: Config, summary: dict, out: Path) -> None:
+    """Final validation accuracy per rate (seed 0) with the 95% binomial interval of the split.
+
+    One seed per rate, so the bars show only the sampling error of ``n_val`` validation images
+    (normal approximation, ``1.96 sqrt(p (1 - p) / n_val)``), not the seed-to-seed spread.
+    """
+    from hessiankit.plots import save_figure, style
+    from hessiankit.plots._style import new_axes
+
+    n_val = summary["config"]["n_val"]
     with style():
-        fig2, ax = new_axes(None, (5.5, 3.6))
-        for o in finals:
-            sw = summary["optimizers"][o]["sweep"]
-            ax.plot([r["lr"] for r in sw], [r["final_val_acc"] for r in sw], "o-", label=LABELS[o])
+        fig, ax = new_axes(None, (6.4, 3.9))
+        for i, (o, res) in enumerate(summary["optimizers"].items()):
+            sw = [r for r in res["sweep"] if r["final_val_acc"] is not None]
+            lr = np.array([r["lr"] for r in sw]) * (1.0 + 0.04 * (i - 1))  # dodge the bars
+            acc = np.array([r["final_val_acc"] for r in sw], dtype=float)
+            half = 1.959964 * np.sqrt(acc * (1.0 - acc) / n_val)
+            ax.errorbar(
+                lr, acc, yerr=half, fmt="o-", ms=4, capsize=3, color=f"C{i}", label=LABELS[o]
+            )
+            best = [k for k, r in enumerate(sw) if r["lr"] == res["best_lr"]]
+            ax.plot(lr[best], acc[best], "*", ms=13, color=f"C{i}", mec="k", mew=0.6)
+        ax.plot([], [], "*", ms=10, color="0.6", mec="k", mew=0.6, label="chosen rate")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (peak of the cosine schedule)")
-        ax.set_ylabel("final validation accuracy (seed 0)")
-        ax.set_title("learning-rate sweeps, same grid and budget")
-        ax.legend(frameon=False)
-    save_figure(fig2, out / "sweep")
-    amended = finals["scale-amended"][0]
-    if amended["amendment"]:
-        r = np.array(amended["amendment"], dtype=float)  # epochs x blocks
-        with style():
-            fig3, ax = new_axes(None, (6.0, 3.8))
-            colours = matplotlib.colormaps["tab20"](np.linspace(0, 1, r.shape[1]))
-            for b in range(r.shape[1]):
-                ax.plot(
-                    np.arange(1, r.shape[0] + 1),
-                    r[:, b],
-                    "o-",
-                    ms=3,
-                    lw=1.2,
-                    color=colours[b],
-                    label=f"block {b + 1}",
-                )
-            ax.set_yscale("log")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("multiplier r_b (lr_b = lr * r_b)")
-            ax.set_title(f"scale-amended SGD, per-block multipliers (lr {amended['lr']:g}, seed 0)")
-            ax.legend(frameon=False, fontsize=7, ncol=2)
-        save_figure(fig3, out / "amendment")
-    (out / "table.md").write_text(table(cfg, summary))
+        ax.set_ylabel("final validation accuracy")
+        ax.set_title(
+            f"learning-rate sweeps, seed 0; bars: 95% binomial interval of the {n_val} validation "
+            "images\n(one seed per rate: seed-to-seed spread not measured)",
+            fontsize=9,
+        )
+        ax.legend(frameon=False, fontsize=8, loc="lower right")
+    save_figure(fig, out / "sweep")
+
+
+def plot_amendment(cfg: Config, r: np.ndarray, lr: float, out: Path, note: str = "") -> None:
+    """Per-block multipliers (epochs x blocks) as a heat map: no block hides behind another."""
+    import matplotlib
+
+    from hessiankit.plots import save_figure, style
+    from hessiankit.plots._style import new_axes
+
+    with style():
+        fig, ax = new_axes(None, (8.0, 0.8 + 0.34 * r.shape[1]))
+        norm = matplotlib.colors.LogNorm(vmin=1.0 / cfg.clip, vmax=cfg.clip)
+        im = ax.imshow(r.T, aspect="auto", cmap="RdBu_r", norm=norm, origin="upper")
+        for (e, b), v in np.ndenumerate(r):
+            pinned = abs(np.log(v * cfg.clip)) < 1e-6 or abs(np.log(v / cfg.clip)) < 1e-6
+            dark = abs(np.log(v)) > 0.6 * np.log(cfg.clip)  # white text on the saturated ends
+            ax.text(
+                e,
+                b,
+                f"{v:.2g}" + ("*" if pinned else ""),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="w" if dark else "k",
+            )
+        ax.set_xticks(range(r.shape[0]), [str(e + 1) for e in range(r.shape[0])])
+        ax.set_yticks(range(r.shape[1]), [f"block {b + 1}" for b in range(r.shape[1])])
+        ax.grid(False)
+        ax.set_xlabel("epoch")
+        ax.set_title(
+            f"scale-amended SGD: per-block multiplier r_b (lr_b = lr r_b), lr {lr:g}, seed 0\n"
+            f"* = pinned at the clip bound [1/{cfg.clip:g}, {cfg.clip:g}]"
+            + (f"\n{note}" if note else ""),
+            fontsize=9,
+        )
+        fig.colorbar(im, ax=ax, label="r_b (log scale)")
+    save_figure(fig, out / "amendment")
+
+
+def replot(out: Path) -> None:
+    """Redraw the figures from ``out/results.json`` (and ``out/curves.json`` where present)."""
+    summary = json.loads((out / "results.json").read_text())
+    c = dict(summary["config"])
+    cfg = Config(**{**c, "lrs": tuple(c["lrs"])})
+    curves_path = out / "curves.json"
+    curves = json.loads(curves_path.read_text()) if curves_path.exists() else None
+    plot_outputs(cfg, summary, curves, out)
+    rerun = out / "amendment_rerun.json"
+    if curves is None and rerun.exists():  # a run committed before curves.json existed
+        d = json.loads(rerun.read_text())
+        plot_amendment(cfg, np.array(d["amendment"], dtype=float), d["lr"], out, d["note"])
 
 
 def table(cfg: Config, summary: dict) -> str:
@@ -573,7 +646,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also time steps of both optimizers interleaved (robust overhead ratio)",
     )
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw the figures from the results in --out (no training)",
+    )
     args = p.parse_args(argv)
+    if args.replot:
+        replot(args.out or ROOT / "figures" / "optimizer")
+        return 0
     cfg = CONFIGS["smoke" if args.smoke else "full" if args.full else "cpu"]
     if args.data is not None:
         cfg = replace(cfg, data=args.data)

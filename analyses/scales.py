@@ -168,7 +168,7 @@ def summarise(rows: list[dict]) -> dict:
 def figure(rows: list[dict], out) -> None:
     pyplot = plt()
     nets = sorted({r["net"] for r in rows})
-    fig, axes = pyplot.subplots(2, len(nets), figsize=(4 * len(nets), 6.4), squeeze=False)
+    fig, axes = pyplot.subplots(2, len(nets), figsize=(4 * len(nets), 6.8), squeeze=False)
     for j, net in enumerate(nets):
         for state, ls in (("init", "-"), ("trained", "--")):
             sel = [r for r in rows if r["net"] == net and r["state"] == state]
@@ -178,9 +178,7 @@ def figure(rows: list[dict], out) -> None:
                     np.median([abs(r[key]) for r in sel if r["block"] == b and r[key]] or [np.nan])
                     for b in blocks
                 ]
-                axes[0][j].plot(
-                    blocks, med, ls, color=color, marker="o", ms=3, label=f"{key} ({state})"
-                )
+                axes[0][j].plot(blocks, med, ls, color=color, marker="o", ms=3)
             for key, color in (("m_w", "C0"), ("m_z", "C1")):
                 rat = [
                     np.median(
@@ -193,24 +191,31 @@ def figure(rows: list[dict], out) -> None:
                     )
                     for b in blocks
                 ]
-                axes[1][j].plot(
-                    blocks,
-                    rat,
-                    ls,
-                    color=color,
-                    marker="o",
-                    ms=3,
-                    label=f"{key} closed/trace ({state})",
-                )
+                axes[1][j].plot(blocks, rat, ls, color=color, marker="o", ms=3)
         axes[0][j].set_yscale("log")
-        axes[0][j].set_title(f"{net}: scalars per block (median over seeds)", fontsize=8)
+        axes[0][j].set_title(f"{net}: scalars per block", fontsize=9)
         axes[0][j].set_xlabel("block")
         axes[1][j].axhline(1, color="k", lw=0.8)
         axes[1][j].set_xlabel("block")
-        axes[1][j].set_title("claim 16: closed form / Hutch++ trace", fontsize=8)
-    axes[0][0].legend(fontsize=6)
-    axes[1][0].legend(fontsize=6)
-    fig.tight_layout()
+        axes[1][j].set_title(f"{net}: closed form / trace (claim 16)", fontsize=9)
+    axes[0][0].set_ylabel("m_W, m_z, multiplier\n(median over seeds)")
+    axes[1][0].set_ylabel("closed form / Hutch++ trace\n(median over seeds; 1 = exact)")
+    handles = [
+        pyplot.Line2D([], [], color="C0", marker="o", ms=3, label="m_W (weight local Hessian)"),
+        pyplot.Line2D([], [], color="C1", marker="o", ms=3, label="m_z (input local Hessian)"),
+        pyplot.Line2D([], [], color="C2", marker="o", ms=3, label="amended rate multiplier"),
+        pyplot.Line2D([], [], color="0.3", ls="-", label="at init"),
+        pyplot.Line2D([], [], color="0.3", ls="--", label="trained"),
+    ]
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=len(handles),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.0),
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.955))
     fig.savefig(out / "scales.png", dpi=110)
     pyplot.close(fig)
 

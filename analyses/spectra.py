@@ -217,16 +217,17 @@ def main() -> None:
 
 def figures(overlay, mp_kappa, res_overlay, resid, widths, out) -> None:
     pyplot = plt()
-    fig, axes = pyplot.subplots(1, 3, figsize=(11, 3.2))
+    fig, axes = pyplot.subplots(1, 3, figsize=(11, 3.3))
     for ax, (lam, ev) in zip(axes, overlay.items()):
         lamf = float(lam)
         ev = ev[ev > 1e-12]
-        ax.hist(ev, bins=50, density=True, alpha=0.5, label="measured")
+        ax.hist(ev, bins=50, density=True, alpha=0.5, label="measured (all seeds)")
         a, b = orth.marchenko_pastur_support(lamf)
         xs = np.linspace(max(a, 1e-4), b, 400)
         ax.plot(xs, orth.marchenko_pastur_density(xs, lamf), "k-", label="Marchenko-Pastur")
         ax.set_title(f"W^T W, Gaussian, n_in/n_out = {lamf}", fontsize=9)
         ax.set_xlabel("eigenvalue of the input local Hessian")
+        ax.set_ylabel("spectral density")
         if lamf == 1.0:
             ax.set_ylim(0, 2.0)
     axes[0].legend(fontsize=7)
@@ -234,7 +235,7 @@ def figures(overlay, mp_kappa, res_overlay, resid, widths, out) -> None:
     fig.savefig(out / "mp_overlay.png", dpi=110)
     pyplot.close(fig)
 
-    fig, ax = pyplot.subplots(figsize=(5, 3.6))
+    fig, ax = pyplot.subplots(figsize=(6.6, 3.6))
     for i, lam in enumerate(sorted({r["ratio"] for r in mp_kappa})):
         rs = [r for r in mp_kappa if r["ratio"] == lam]
         n = [r["n_out"] for r in rs]
@@ -249,40 +250,73 @@ def figures(overlay, mp_kappa, res_overlay, resid, widths, out) -> None:
             fmt="o",
             color=f"C{i}",
             capsize=2,
-            label=f"measured, ratio {lam}",
+            label=f"n_in/n_out = {lam}",
         )
         ax.plot(n, [r["prediction"] for r in rs], "-", color=f"C{i}", alpha=0.7)
+    ax.plot([], [], "-", color="0.4", label="prediction: MP limit\n(square: Edelman median)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("n_out")
     ax.set_ylabel("kappa(W^T W)  (median, 10-90%)")
-    ax.set_title("lines: MP limit / Edelman median (square)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title("Gaussian layers: measured kappa vs the random-matrix laws", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(out / "kappa_vs_width.png", dpi=110)
     pyplot.close(fig)
 
+    # a grid, not a strip; y = fraction of eigenvalues per bin, so a point mass (the zero-gamma
+    # branch: plain spectrum all 0, skip all 1) shows as one bar of height 1 like any other bin
     kinds = list(res_overlay)
-    fig, axes = pyplot.subplots(1, len(kinds), figsize=(2.9 * len(kinds), 3.0))
-    for ax, kind in zip(np.atleast_1d(axes), kinds):
+    ncol = 4
+    nrow = -(-(len(kinds) + 1) // ncol)  # one cell more for the legend
+    fig, axes = pyplot.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.8 * nrow), squeeze=False)
+    flat = list(axes.ravel())
+    for k, (ax, kind) in enumerate(zip(flat, kinds)):
         er = np.concatenate(res_overlay[kind]["res"])
         ep = np.concatenate(res_overlay[kind]["plain"])
-        top = max(er.max(), ep.max())
+        top = max(er.max(), ep.max(), 1.0)
         bins = np.linspace(0, top * 1.02 + 1e-9, 60)
-        ax.hist(ep, bins=bins, density=True, alpha=0.4, color="C3", label="plain A^T A")
-        ax.hist(er, bins=bins, density=True, alpha=0.5, color="C0", label="skip (I+A)^T(I+A)")
+        ax.hist(ep, bins=bins, weights=np.full(ep.size, 1 / ep.size), alpha=0.45, color="C3")
+        ax.hist(er, bins=bins, weights=np.full(er.size, 1 / er.size), alpha=0.5, color="C0")
         row = [r for r in resid if r["branch"] == kind and r["n"] == widths[-1]][0]
         lo, hi = row["predicted_support"]
         ax.axvline(lo, color="k", ls="--", lw=1)
-        ax.axvline(hi, color="k", ls="--", lw=1, label="predicted support")
-        ax.set_title(f"{kind} (s={row['s']['median']:.2f})", fontsize=8)
+        ax.axvline(hi, color="k", ls="--", lw=1)
+        ax.set_title(f"branch {kind} (s = {row['s']['median']:.2f})", fontsize=9)
         ax.set_yscale("log")
-    np.atleast_1d(axes)[0].legend(fontsize=6)
+        ax.set_ylim(top=1.5)
+        if k % ncol == 0:
+            ax.set_ylabel("fraction of eigenvalues\nper bin")
+        if k + ncol >= len(kinds):
+            ax.set_xlabel("eigenvalue")
+        if np.ptp(er) < 1e-9 and np.ptp(ep) < 1e-9:
+            ax.text(
+                0.5,
+                0.5,
+                f"point masses: plain all {ep.mean():.0f},\nskip all {er.mean():.0f}",
+                transform=ax.transAxes,
+                ha="center",
+                fontsize=8,
+            )
+    for ax in flat[len(kinds) :]:
+        ax.axis("off")
+    handles = [
+        pyplot.Rectangle((0, 0), 1, 1, color="C3", alpha=0.45, label="plain branch: A^T A"),
+        pyplot.Rectangle((0, 0), 1, 1, color="C0", alpha=0.5, label="skip: (I+A)^T (I+A)"),
+        pyplot.Line2D(
+            [], [], color="k", ls="--", lw=1, label="predicted support of\n(I+sX)^T (I+sX)"
+        ),
+    ]
+    flat[-1].legend(handles=handles, loc="center", fontsize=9, frameon=False)
+    fig.suptitle(
+        f"input local Hessian spectra of a residual block, width {widths[-1]}, all seeds pooled",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(out / "residual_overlay.png", dpi=110)
     pyplot.close(fig)
 
-    fig, ax = pyplot.subplots(figsize=(5.5, 3.6))
+    fig, ax = pyplot.subplots(figsize=(7.2, 3.8))
     for i, kind in enumerate(kinds):
         rs = [r for r in resid if r["branch"] == kind]
         ax.plot(
@@ -290,15 +324,17 @@ def figures(overlay, mp_kappa, res_overlay, resid, widths, out) -> None:
             [r["kappa_res"]["median"] for r in rs],
             "o-",
             color=f"C{i}",
-            label=f"{kind} skip",
+            label=kind,
         )
         ax.plot([r["n"] for r in rs], [r["kappa_plain"]["median"] for r in rs], "x:", color=f"C{i}")
+    ax.plot([], [], "o-", color="0.4", label="skip z + A(z)")
+    ax.plot([], [], "x:", color="0.4", label="plain branch A(z)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("width n")
-    ax.set_ylabel("kappa (median over seeds)")
-    ax.set_title("skip (o-) vs plain branch (x:)", fontsize=9)
-    ax.legend(fontsize=6)
+    ax.set_ylabel("kappa of H_z (median over seeds)")
+    ax.set_title("skip connection vs the plain branch, by branch", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(out / "residual_kappa_vs_width.png", dpi=110)
     pyplot.close(fig)

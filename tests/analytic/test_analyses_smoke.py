@@ -46,9 +46,9 @@ def test_analysis_writes_json_and_figures(figures: Path, name: str) -> None:
 def test_claims_table_has_every_claim(figures: Path) -> None:
     text = (figures / "claims.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [int(r.split("|")[1]) for r in rows] == list(range(1, 19))
+    assert sorted(int(r.split("|")[1]) for r in rows) == list(range(1, 19))
     verdicts = {r["verdict"] for r in json.loads((figures / "claims.json").read_text())}
-    assert verdicts <= {"holds", "holds partly", "fails", "see there", "not run"}
+    assert verdicts <= {"holds", "holds partly", "fails", "inconclusive", "not run"}
     # the exact closed forms must hold even at smoke sizes
     by = {r["claim"]: r["verdict"] for r in json.loads((figures / "claims.json").read_text())}
     for n in (1, 3, 4, 5, 7, 9, 10, 11, 18):
