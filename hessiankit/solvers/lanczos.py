@@ -73,6 +73,11 @@ def _precision(anorm: float, dtype: torch.dtype, basis: torch.dtype = torch.floa
     return 100.0 * torch.finfo(_coarser(dtype, basis)).eps * anorm
 
 
+#: Rayleigh-Ritz runs at every step while the basis holds at most this many vectors, then on
+#: a schedule: at every ``_GROWTH`` relative growth of the basis, or sooner when predicted.
+_EVERY_STEP = 192
+_GROWTH = 0.05
+
 #: Size of the float64 workspace a float32 basis is cast into, chunk by chunk (at least one
 #: vector): the only memory a float32 basis needs beyond its own.
 _CHUNK_BYTES = 2**22
@@ -416,6 +421,9 @@ class LanczosIteration:
         self._G = np.zeros((0, 0))
         self._s0 = 0
         self._phase = "start" if self.range_start else "iterate"
+        self._cache: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._next_check = 0  # basis size of the next Rayleigh-Ritz check
+        self._last_check: tuple[int, float] = (0, math.inf)  # (size, log bound / target)
         X = self._randn(p)
         if given is not None:
             # The given directions, each with a tenth of a random one: a start that lacks an
@@ -490,15 +498,19 @@ class LanczosIteration:
         T[s0:s, s0:s] = 0.5 * (H[s0:s] + H[s0:s].T)
         self._s0 = s0
         self._G = (W.T @ W).cpu().numpy()
-        theta, S, res = self._ritz()
-        self.anorm = max(self.anorm, float(np.abs(theta).max()))
+        self._cache = None
         self.exhausted = s >= self.n and self.restarts == 0
-        _, _, done = self._selection(theta, S, res)
-        # A Krylov space of a few vectors can hold a converged Ritz pair that is not at the
-        # bottom (e.g. a range start A r is dominated by the top eigenvectors): no claim about
-        # the smallest eigenvalues before the basis has some room to have found them.
-        if s < min(self.n, self._bottom_claim_size()):
-            done = False
+        done = False
+        # Rayleigh-Ritz costs O(s^3): it runs on a schedule (see _schedule), not every step.
+        if self.exhausted or s >= self._next_check:
+            theta, S, res = self._ritz()
+            sel_top, sel_bot, done = self._selection(theta, S, res)
+            # A Krylov space of a few vectors can hold a converged Ritz pair that is not at the
+            # bottom (e.g. a range start A r is dominated by the top eigenvectors): no claim
+            # about the smallest eigenvalues before the basis has room to have found them.
+            if s < min(self.n, self._bottom_claim_size()):
+                done = False
+            self._schedule(s, sel_top, sel_bot)
         if done or self.exhausted or self.products + self.p > self.budget:
             self.finished = True
             return
@@ -516,17 +528,47 @@ class LanczosIteration:
         if not basis.fits(Xn.shape[1]) and self._may_spill:
             basis.spill()
         if not basis.fits(Xn.shape[1]):
-            self._restart(theta, S, res)
+            self._restart(*self._ritz())
+            self._next_check = 0  # the restarted basis is small: check at the next step
         self._X = basis.append(Xn)
         self.peak_bytes = max(self.peak_bytes, basis.nbytes)
 
+    def _schedule(self, s: int, sel_top: _Selected, sel_bot: _Selected) -> None:
+        """Basis size of the next Rayleigh-Ritz check.
+
+        Every step while the basis is small (an eigh of ``_EVERY_STEP`` vectors costs about a
+        millisecond); beyond, at the next ~5% of growth, or earlier where the wanted error
+        bounds, extrapolated log-linearly from the last two checks, would meet the tolerance
+        (halfway there, so convergence is rarely overshot by more than a block). The schedule
+        depends on the numbers only, never on timing: a resumed run repeats it exactly.
+        """
+        need = (self.top - len(sel_top[0])) + (self.bottom - len(sel_bot[0]))
+        worst = math.inf
+        if not need:
+            bounds = np.concatenate([sel_top[2], sel_bot[2]])
+            theta = np.concatenate([sel_top[0], sel_bot[0]])
+            floor = _precision(self.anorm, self.dtype, self._basis.dtype)
+            target = np.maximum(self.tol * np.abs(theta), floor)
+            worst = float(np.max(np.log(bounds / target))) if bounds.size else 0.0
+        nxt = s + max(self.p, math.ceil(_GROWTH * s))
+        last_s, last_worst = self._last_check
+        if 0 < worst < last_worst and math.isfinite(last_worst) and s > last_s:
+            ahead = worst * (s - last_s) / (last_worst - worst)
+            nxt = min(nxt, s + max(self.p, int(0.5 * ahead)))
+        self._next_check = 0 if s < _EVERY_STEP else nxt
+        self._last_check = (s, worst)
+
     def _ritz(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self._basis.size
+        if self._cache is not None and self._cache[0] == s:
+            return self._cache[1]
         theta, S = np.linalg.eigh(self._T[:s, :s])
         last = S[self._s0 : s, :]
         res = np.sqrt(np.maximum(np.einsum("ik,ij,jk->k", last, self._G, last), 0.0))
         if s >= self.n and self.restarts == 0:
             res = np.zeros_like(res)
+        self.anorm = max(self.anorm, float(np.abs(theta).max()))
+        self._cache = (s, (theta, S, res))
         return theta, S, res
 
     def _selection(
@@ -569,6 +611,8 @@ class LanczosIteration:
         self._T = np.zeros((max(16, 2 * k), max(16, 2 * k)))
         self._T[np.arange(k), np.arange(k)] = theta[keep]
         self.restarts += 1
+        self._cache = None
+        self._last_check = (0, math.inf)  # sizes before and after a restart do not compare
 
     # -- results ------------------------------------------------------------------------------
     def result(self, *, keep_vectors: bool = False) -> KrylovResult:
@@ -642,6 +686,7 @@ class LanczosIteration:
                 dtype=torch.int64,
             ),
             "anorm": self.anorm,
+            "schedule": torch.tensor([self._next_check, *self._last_check], dtype=torch.float64),
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -680,6 +725,7 @@ class LanczosIteration:
                 "or use another path"
             )
         gen_state, counters = tensor("generator"), tensor("counters")
+        schedule = [float(v) for v in tensor("schedule").tolist()]
         self._basis.reset(Q.to(self.device))
         s = Q.shape[1]
         self._T = np.zeros((max(16, 2 * s), max(16, 2 * s)))
@@ -692,6 +738,8 @@ class LanczosIteration:
         self.exhausted, self.finished = bool(c[5]), bool(c[6])
         self._phase = "start" if c[7] else "iterate"
         self.anorm = float(state["anorm"])  # type: ignore[arg-type]
+        self._next_check, self._last_check = int(schedule[0]), (int(schedule[1]), schedule[2])
+        self._cache = None
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (a crash never leaves half a file)."""
@@ -716,7 +764,7 @@ class LanczosIteration:
         self.load_state_dict(state)
 
 
-_CHECKPOINT_VERSION = 2
+_CHECKPOINT_VERSION = 3
 
 
 def lanczos(
