@@ -377,7 +377,11 @@ class LanczosIteration:
             if given is None
             else [list(given.shape), float(given.abs().sum()), float(given.sum())]
         )
-        self.budget = int(max_products or min(n + p, max(300, 40 * (top + bottom) * p)))
+        # The default budget reaches an exhausted space (every eigenvalue exact) whenever
+        # n <= the cap: n products for the basis plus the range start's p, which is not in it.
+        start_cost = p if self.range_start else 0
+        cap = max(300, 40 * (top + bottom) * p)
+        self.budget = int(max_products or min(n, cap) + start_cost)
         self._rank_rtol = None if rank_rtol is None else float(rank_rtol)
         self._eps = torch.finfo(dtype).eps
         self.basis_option = basis_dtype
@@ -511,11 +515,12 @@ class LanczosIteration:
             if s < min(self.n, self._bottom_claim_size()):
                 done = False
             self._schedule(s, sel_top, sel_bot)
-        if done or self.exhausted or self.products + self.p > self.budget:
+        # The last block before the space is exhausted can be narrower than p.
+        p_next = min(self.p, self.n - s) if self.restarts == 0 else self.p
+        if done or self.exhausted or self.products + p_next > self.budget:
             self.finished = True
             return
         # Next block: W's directions above the breakdown threshold, random fill for the rest.
-        p_next = min(self.p, self.n - s) if self.restarts == 0 else self.p
         Xn = _svqb(W, 10.0 * self._eps * self.anorm)
         if Xn.shape[1] > 0:
             basis.project_out(Xn)
@@ -801,8 +806,9 @@ def lanczos(
         block_size: p, vectors per block (finds multiplicities up to p; batches products).
         tol: relative tolerance on the error bound, ``bound <= tol |theta|`` (or the precision
             floor ``100 eps ||A||`` when that is larger).
-        max_products: budget of operator products (default ``min(n + p, max(300, 40 (top +
-            bottom) p))``).
+        max_products: budget of operator products (default ``min(n, max(300, 40 (top +
+            bottom) p))`` plus the p products of a range start: an operator of dimension up
+            to 300 is always solved to an exhausted space, whose eigenvalues are all exact).
         seed: seed of the random start vectors (drawn on the CPU, so results do not depend on
             the device).
         start: ``"random"``, ``"range"`` (``A`` times random; PSD operators), ``"auto"``
