@@ -41,7 +41,6 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -50,7 +49,7 @@ import torch
 
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
-from hessiankit.solvers.results import Eigenpairs
+from hessiankit.solvers.results import Eigenpairs, KrylovResult
 
 __all__ = ["KrylovResult", "LanczosIteration", "default_rank_rtol", "lanczos"]
 
@@ -81,49 +80,6 @@ _GROWTH = 0.05
 #: Size of the float64 workspace a float32 basis is cast into, chunk by chunk (at least one
 #: vector): the only memory a float32 basis needs beyond its own.
 _CHUNK_BYTES = 2**22
-
-
-@dataclass(frozen=True, eq=False)
-class KrylovResult:
-    """What a Lanczos run found.
-
-    Attributes:
-        top: largest Ritz values (descending) with residuals, bounds and flags.
-        bottom: smallest Ritz values (ascending); from a range start on a PSD operator, the
-            smallest ones above the null threshold.
-        ritz_values: every Ritz value of the final basis, ascending.
-        num_products: operator products used.
-        basis_size: Krylov basis dimension reached.
-        breakdowns: directions replaced after an invariant subspace was found.
-        exhausted: the basis spans the whole space; ``ritz_values`` is the exact spectrum.
-        anorm: estimate of ``||A||`` (largest |Ritz value|).
-        precision: accuracy floor from the operator's dtype and the basis storage's
-            (``100 eps ||A||`` with the coarser eps of the two).
-        null_threshold: eigenvalues at most this large in magnitude count as zero.
-        rank_rtol: the relative null threshold, ``null_threshold / anorm``.
-        range_start: whether the run started in the operator's range.
-        restarts: thick restarts made to stay within ``max_basis_bytes``.
-        basis_bytes: peak bytes the Krylov basis took.
-        max_basis_bytes: the basis budget (``None``: unlimited).
-        basis_dtype: storage of the basis at the end (``"float32"`` after a spill).
-    """
-
-    top: Eigenpairs
-    bottom: Eigenpairs
-    ritz_values: np.ndarray
-    num_products: int
-    basis_size: int
-    breakdowns: int
-    exhausted: bool
-    anorm: float
-    precision: float
-    null_threshold: float
-    range_start: bool
-    restarts: int = 0
-    basis_bytes: int = 0
-    max_basis_bytes: int | None = None
-    basis_dtype: str = "float64"
-    rank_rtol: float = 0.0
 
 
 class _Basis:
@@ -646,6 +602,8 @@ class LanczosIteration:
             basis_bytes=self.peak_bytes,
             max_basis_bytes=self.max_basis_bytes,
             basis_dtype=str(self._basis.dtype).replace("torch.", ""),
+            budget=self.budget,
+            block_size=self.p,
         )
 
     # -- checkpoints --------------------------------------------------------------------------

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -32,22 +31,11 @@ import torch
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.solvers.lanczos import _precision
-from hessiankit.solvers.results import Eigenpairs
+from hessiankit.solvers.results import Eigenpairs, PowerResult
 
 __all__ = ["PowerResult", "power_iteration"]
 
 Which = Literal["LM", "LA", "SA"]
-
-
-@dataclass(frozen=True, eq=False)
-class PowerResult:
-    """Eigenpairs found by power iteration, the products used and the shift applied."""
-
-    pairs: Eigenpairs
-    num_products: int
-    shift: float
-    anorm: float
-    precision: float
 
 
 def power_iteration(

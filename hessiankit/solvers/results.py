@@ -23,7 +23,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["ConditionNumber", "Eigenpairs", "SpectrumResult"]
+__all__ = [
+    "ConditionNumber",
+    "DenseResult",
+    "Eigenpairs",
+    "KrylovResult",
+    "PowerResult",
+    "SpectrumResult",
+]
 
 
 def _frozen(a: np.ndarray | list[float] | list[bool], dtype: type) -> np.ndarray:
@@ -153,6 +160,8 @@ class SpectrumResult:
         basis_bytes: peak bytes of the Lanczos basis (0 for other methods).
         max_basis_bytes: the Lanczos basis budget, ``None`` when unlimited.
         restarts: thick restarts the Lanczos basis budget forced.
+        method_reason: why this method ran (``method="auto"``'s choice, see
+            :func:`~hessiankit.solvers.policy.choose_method`), or that it was asked for.
     """
 
     method: str
@@ -175,6 +184,7 @@ class SpectrumResult:
     basis_bytes: int = 0
     max_basis_bytes: int | None = None
     restarts: int = 0
+    method_reason: str = ""
 
     @property
     def converged(self) -> bool:
@@ -187,6 +197,7 @@ class SpectrumResult:
         return {
             **self.operator,
             "method": self.method,
+            "method_reason": self.method_reason,
             "dimension": self.dimension,
             "dtype": self.dtype,
             "seed": self.seed,
@@ -222,3 +233,74 @@ class SpectrumResult:
             "restarts": self.restarts,
             "seconds": self.seconds,
         }
+
+
+@dataclass(frozen=True, eq=False)
+class KrylovResult:
+    """What a Lanczos run found.
+
+    Attributes:
+        top: largest Ritz values (descending) with residuals, bounds and flags.
+        bottom: smallest Ritz values (ascending); from a range start on a PSD operator, the
+            smallest ones above the null threshold.
+        ritz_values: every Ritz value of the final basis, ascending.
+        num_products: operator products used.
+        basis_size: Krylov basis dimension reached.
+        breakdowns: directions replaced after an invariant subspace was found.
+        exhausted: the basis spans the whole space; ``ritz_values`` is the exact spectrum.
+        anorm: estimate of ``||A||`` (largest |Ritz value|).
+        precision: accuracy floor from the operator's dtype and the basis storage's
+            (``100 eps ||A||`` with the coarser eps of the two).
+        null_threshold: eigenvalues at most this large in magnitude count as zero.
+        rank_rtol: the relative null threshold, ``null_threshold / anorm``.
+        range_start: whether the run started in the operator's range.
+        restarts: thick restarts made to stay within ``max_basis_bytes``.
+        basis_bytes: peak bytes the Krylov basis took.
+        max_basis_bytes: the basis budget (``None``: unlimited).
+        basis_dtype: storage of the basis at the end (``"float32"`` after a spill).
+        rank_rtol: the relative null threshold used.
+        budget: the product budget of the run.
+        block_size: p, vectors per block.
+    """
+
+    top: Eigenpairs
+    bottom: Eigenpairs
+    ritz_values: np.ndarray
+    num_products: int
+    basis_size: int
+    breakdowns: int
+    exhausted: bool
+    anorm: float
+    precision: float
+    null_threshold: float
+    range_start: bool
+    restarts: int = 0
+    basis_bytes: int = 0
+    max_basis_bytes: int | None = None
+    basis_dtype: str = "float64"
+    rank_rtol: float = 0.0
+    budget: int = 0
+    block_size: int = 1
+
+
+@dataclass(frozen=True, eq=False)
+class DenseResult:
+    """Every eigenvalue (ascending), eigenvectors, residuals and the precision floor."""
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    residuals: torch.Tensor
+    precision: float
+    asymmetry: float
+    num_products: int
+
+
+@dataclass(frozen=True, eq=False)
+class PowerResult:
+    """Eigenpairs found by power iteration, the products used and the shift applied."""
+
+    pairs: Eigenpairs
+    num_products: int
+    shift: float
+    anorm: float
+    precision: float

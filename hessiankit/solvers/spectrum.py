@@ -32,11 +32,14 @@ import torch
 
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator, dense_memory_bytes
-from hessiankit.solvers.condition import (
-    arithmetic_floor,
-    condition_from_eigenvalues,
-    condition_from_extremes,
+from hessiankit.solvers.assemble import (
+    dtype_name,
+    floored,
+    from_dense,
+    from_krylov,
+    is_low_precision,
 )
+from hessiankit.solvers.condition import arithmetic_floor, condition_from_extremes, floor_cause
 from hessiankit.solvers.dense import dense_eigh
 from hessiankit.solvers.lanczos import BasisDtype, default_rank_rtol, lanczos
 from hessiankit.solvers.power import power_iteration
@@ -126,10 +129,11 @@ def spectrum(
     before = op.num_products
     describe = getattr(op, "describe", None)
     info = describe() if callable(describe) else {}
-    dtype = str(op.dtype).replace("torch.", "")
     if method == "dense":
         auto = rank_rtol is None
-        return _dense(op, top, bottom, rtol, auto, keep_vectors, start, before, info, dtype, tol)
+        return _dense(
+            op, top, bottom, rtol, auto, keep_vectors, start, before, info, tol, max_dense_bytes
+        )
     if method == "power":
         return _power(
             op,
@@ -144,7 +148,6 @@ def spectrum(
             start,
             before,
             info,
-            dtype,
         )
     p = block_size if block_size is not None else min(max(top, bottom), 32)
     kr = lanczos(
@@ -163,43 +166,16 @@ def spectrum(
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
     )
-    psd = op.is_psd is True
-    rtol = kr.rank_rtol
-    # A float32 basis rounds like float32 products: the floor takes the coarser eps.
-    floors = [arithmetic_floor(n, op.dtype, kr.anorm)]
-    if kr.basis_dtype == "float32":
-        floors.append(arithmetic_floor(n, torch.float32, kr.anorm))
-    precision = max(kr.precision, *floors)
-    top_pairs, bot_pairs = _floored(kr.top, precision), _floored(kr.bottom, precision)
-    if kr.exhausted:
-        cond = condition_from_eigenvalues(kr.ritz_values, rtol=rtol, precision=precision)
-        all_ev: np.ndarray | None = kr.ritz_values
-    else:
-        cond = condition_from_extremes(
-            top_pairs, bot_pairs, rtol=rtol, anorm=kr.anorm, range_start=kr.range_start, psd=psd
-        )
-        all_ev = None
-    return SpectrumResult(
-        method="lanczos",
-        dimension=n,
-        dtype=dtype,
+    return from_krylov(
+        kr,
+        n=n,
+        dtype=op.dtype,
+        psd=op.is_psd is True,
         seed=seed,
         tol=tol,
-        top=top_pairs,
-        bottom=bot_pairs,
-        condition=cond,
         num_products=op.num_products - before,
         seconds=time.perf_counter() - start,
-        precision=precision,
-        breakdowns=kr.breakdowns,
-        exhausted=kr.exhausted,
-        eigenvalues=all_ev,
         operator=info,
-        bottom_on_range=kr.range_start and psd,
-        basis_dtype=kr.basis_dtype,
-        basis_bytes=kr.basis_bytes,
-        max_basis_bytes=kr.max_basis_bytes,
-        restarts=kr.restarts,
     )
 
 
@@ -213,46 +189,23 @@ def _dense(
     start: float,
     before: int,
     info: dict[str, object],
-    dtype: str,
     tol: float,
+    max_bytes: int,
 ) -> SpectrumResult:
-    d = dense_eigh(op)
-    ev = d.eigenvalues.cpu().numpy()
-    res = d.residuals.cpu().numpy()
-    anorm = float(np.abs(ev).max()) if ev.size else 0.0
-    if auto_rtol and anorm > 0:
-        # Eigenvalues within the measured precision of zero cannot be told from it (batch-norm
-        # null directions come out at 1e-14..1e-11 relative in float64, above 10 sqrt(n) eps).
-        rtol = max(rtol, d.precision / anorm)
-    psd = op.is_psd is True
-    top_idx = np.arange(ev.size - 1, ev.size - 1 - top, -1)
-    candidates = np.arange(ev.size)
-    if psd:
-        candidates = candidates[np.abs(ev) > rtol * anorm]
-    bot_idx = candidates[:bottom]
-
-    def pairs(which: Literal["top", "bottom"], idx: np.ndarray) -> Eigenpairs:
-        vecs = d.eigenvectors[:, torch.as_tensor(idx, dtype=torch.long)] if keep_vectors else None
-        return Eigenpairs.build(
-            which, ev[idx], res[idx], res[idx] + d.precision, np.ones(idx.size, bool), vecs
-        )
-
-    return SpectrumResult(
-        method="dense",
-        dimension=op.dim,
-        dtype=dtype,
-        seed=None,
+    return from_dense(
+        dense_eigh(op, max_bytes=max_bytes),
+        n=op.dim,
+        dtype=op.dtype,
+        psd=op.is_psd is True,
+        top=top,
+        bottom=bottom,
+        rtol=rtol,
+        auto_rtol=auto_rtol,
+        keep_vectors=keep_vectors,
         tol=tol,
-        top=pairs("top", top_idx),
-        bottom=pairs("bottom", bot_idx),
-        condition=condition_from_eigenvalues(ev, rtol=rtol, precision=d.precision),
         num_products=op.num_products - before,
         seconds=time.perf_counter() - start,
-        precision=d.precision,
-        exhausted=True,
-        eigenvalues=ev,
         operator=info,
-        bottom_on_range=psd,
     )
 
 
@@ -269,7 +222,6 @@ def _power(
     start: float,
     before: int,
     info: dict[str, object],
-    dtype: str,
 ) -> SpectrumResult:
     hi = lo = None
     if top:
@@ -306,14 +258,33 @@ def _power(
         lo.precision if lo else 0.0,
         arithmetic_floor(op.dim, op.dtype, anorm),
     )
-    top_pairs, bot_pairs = _floored(top_pairs, precision), _floored(bot_pairs, precision)
+    top_pairs, bot_pairs = floored(top_pairs, precision), floored(bot_pairs, precision)
+    cause = ""
+    if not (top_pairs.all_converged and bot_pairs.all_converged):
+        cause = (
+            f"power iteration reached max_iter={max_iter} before every eigenvalue converged "
+            "(it converges linearly in the eigenvalue ratio): raise max_iter= or use "
+            "method='lanczos'"
+        )
     cond = condition_from_extremes(
-        top_pairs, bot_pairs, rtol=rtol, anorm=anorm, range_start=False, psd=op.is_psd
+        top_pairs,
+        bot_pairs,
+        rtol=rtol,
+        anorm=anorm,
+        range_start=False,
+        psd=op.is_psd,
+        cause=cause
+        or floor_cause(
+            abs(float(bot_pairs.eigenvalues[0])) if len(bot_pairs) else anorm,
+            precision,
+            is_low_precision(op.dtype),
+        ),
+        low_precision=is_low_precision(op.dtype),
     )
     return SpectrumResult(
         method="power",
         dimension=op.dim,
-        dtype=dtype,
+        dtype=dtype_name(op.dtype),
         seed=seed,
         tol=tol,
         top=top_pairs,
@@ -324,20 +295,6 @@ def _power(
         precision=precision,
         operator=info,
         bottom_on_range=False,
-    )
-
-
-def _floored(p: Eigenpairs, precision: float) -> Eigenpairs:
-    """Error bounds raised to the arithmetic floor (an iterative solver's own floor can be lower)."""
-    if not len(p):
-        return p
-    return Eigenpairs.build(
-        p.which,
-        p.eigenvalues,
-        p.residuals,
-        np.maximum(p.error_bounds, precision),
-        p.converged,
-        p.eigenvectors,
     )
 
 
