@@ -49,6 +49,7 @@ import torch
 
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
+from hessiankit.solvers.policy import krylov_budget
 from hessiankit.solvers.results import Eigenpairs, KrylovResult
 
 __all__ = ["KrylovResult", "LanczosIteration", "default_rank_rtol", "lanczos"]
@@ -335,9 +336,7 @@ class LanczosIteration:
         )
         # The default budget reaches an exhausted space (every eigenvalue exact) whenever
         # n <= the cap: n products for the basis plus the range start's p, which is not in it.
-        start_cost = p if self.range_start else 0
-        cap = max(300, 40 * (top + bottom) * p)
-        self.budget = int(max_products or min(n, cap) + start_cost)
+        self.budget = int(max_products or krylov_budget(n, top, bottom, p, self.range_start))
         self._rank_rtol = None if rank_rtol is None else float(rank_rtol)
         self._eps = torch.finfo(dtype).eps
         self.basis_option = basis_dtype

@@ -1,8 +1,9 @@
 """One entry point for the extreme spectrum and the condition number of an operator.
 
-``method="auto"`` materialises the operator and uses dense ``eigh`` when its dimension is at most
-``dense_threshold`` (or when so many eigenvalues are asked for that Lanczos would approach the
-dimension anyway), and block Lanczos otherwise.
+``method="auto"`` takes the cheapest exact route (:func:`~hessiankit.solvers.policy.choose_method`):
+dense ``eigh`` of the materialised operator when its matrix fits in ``max_dense_bytes`` and
+``n`` products plus ``eigh`` cost no more than the expected Krylov run, block Lanczos otherwise.
+``SpectrumResult.method_reason`` says which ran and why.
 
 Smallest eigenvalues: for a positive semi-definite operator (Gauss-Newton local Hessians),
 ``bottom`` holds the smallest eigenvalues **above the null threshold**, i.e. on the range, by
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Literal
 
@@ -42,6 +44,7 @@ from hessiankit.solvers.assemble import (
 from hessiankit.solvers.condition import arithmetic_floor, condition_from_extremes, floor_cause
 from hessiankit.solvers.dense import dense_eigh
 from hessiankit.solvers.lanczos import BasisDtype, default_rank_rtol, lanczos
+from hessiankit.solvers.policy import choose_method
 from hessiankit.solvers.power import power_iteration
 from hessiankit.solvers.results import Eigenpairs, SpectrumResult
 
@@ -59,7 +62,7 @@ def spectrum(
     tol: float = 1e-6,
     seed: int = 0,
     rank_rtol: float | None = None,
-    dense_threshold: int = 1024,
+    dense_threshold: int | None = None,
     max_dense_bytes: int = 4 * 2**30,
     block_size: int | None = None,
     max_products: int | None = None,
@@ -83,7 +86,10 @@ def spectrum(
         rank_rtol: relative threshold under which an eigenvalue counts as zero
             (default ``10 sqrt(n) eps(dtype)``, raised on the dense path to the measured
             precision of the materialised matrix, so rounding never counts as rank).
-        dense_threshold: ``"auto"`` materialises operators up to this dimension.
+        dense_threshold: override of ``"auto"``'s cost rule: materialise operators up to this
+            dimension, Lanczos above (default: the rule of
+            :func:`~hessiankit.solvers.policy.choose_method`, from the dimension, memory and
+            one measured product).
         max_dense_bytes: memory limit for materialising (checked before any product).
         block_size: Lanczos block size (default ``max(top, bottom)``, at most 32: finds every
             copy of an eigenvalue repeated up to that many times).
@@ -115,27 +121,34 @@ def spectrum(
             f"use --top/--bottom at most {n}"
         )
     rtol = default_rank_rtol(n, op.dtype) if rank_rtol is None else float(rank_rtol)
+    start = time.perf_counter()
+    before = op.num_products
+    reason = f"{method}: asked for"
     if method == "auto":
-        fits = dense_memory_bytes(n) <= max_dense_bytes
-        method = (
-            "dense" if fits and (n <= dense_threshold or 4 * (top + bottom) >= n) else "lanczos"
+        choice = choose_method(
+            op,
+            top=top,
+            bottom=bottom,
+            block_size=block_size,
+            max_dense_bytes=max_dense_bytes,
+            dense_threshold=dense_threshold,
         )
+        method, reason = choice.method, choice.reason
     if method == "dense" and dense_memory_bytes(n) > max_dense_bytes:
         raise OperatorError(
             f"method 'dense' needs {dense_memory_bytes(n) / 2**30:.1f} GiB for dimension {n}, "
             f"over the {max_dense_bytes / 2**30:.1f} GiB limit; use method 'lanczos'"
         )
-    start = time.perf_counter()
-    before = op.num_products
     describe = getattr(op, "describe", None)
     info = describe() if callable(describe) else {}
+    res: SpectrumResult
     if method == "dense":
         auto = rank_rtol is None
-        return _dense(
+        res = _dense(
             op, top, bottom, rtol, auto, keep_vectors, start, before, info, tol, max_dense_bytes
         )
-    if method == "power":
-        return _power(
+    elif method == "power":
+        res = _power(
             op,
             top,
             bottom,
@@ -149,34 +162,36 @@ def spectrum(
             before,
             info,
         )
-    p = block_size if block_size is not None else min(max(top, bottom), 32)
-    kr = lanczos(
-        op,
-        top=top,
-        bottom=bottom,
-        block_size=p,
-        tol=tol,
-        max_products=max_products,
-        seed=seed,
-        rank_rtol=rank_rtol,
-        keep_vectors=keep_vectors,
-        progress=progress,
-        max_basis_bytes=max_basis_bytes,
-        basis_dtype=basis_dtype,
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-    )
-    return from_krylov(
-        kr,
-        n=n,
-        dtype=op.dtype,
-        psd=op.is_psd is True,
-        seed=seed,
-        tol=tol,
-        num_products=op.num_products - before,
-        seconds=time.perf_counter() - start,
-        operator=info,
-    )
+    else:
+        p = block_size if block_size is not None else min(max(top, bottom), 32)
+        kr = lanczos(
+            op,
+            top=top,
+            bottom=bottom,
+            block_size=p,
+            tol=tol,
+            max_products=max_products,
+            seed=seed,
+            rank_rtol=rank_rtol,
+            keep_vectors=keep_vectors,
+            progress=progress,
+            max_basis_bytes=max_basis_bytes,
+            basis_dtype=basis_dtype,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+        )
+        res = from_krylov(
+            kr,
+            n=n,
+            dtype=op.dtype,
+            psd=op.is_psd is True,
+            seed=seed,
+            tol=tol,
+            num_products=op.num_products - before,
+            seconds=time.perf_counter() - start,
+            operator=info,
+        )
+    return replace(res, method_reason=reason)
 
 
 def _dense(

@@ -42,12 +42,14 @@ def conv_relu_1200(dtype: torch.dtype = torch.float64) -> SymmetricOperator:
     return _operator(model, torch.randn(2, 1, 12, 12, dtype=dtype), 4, 1, "weights")
 
 
-def readme_2048() -> SymmetricOperator:
-    """The README's "Library in one screen" operator: block 2's input local Hessian (64 x 32)."""
+def readme_2048(dtype: torch.dtype = torch.float32) -> SymmetricOperator:
+    """The README's "Library in one screen" operator: block 2's input local Hessian (64 x 32),
+    float32 as the README runs it, or the same model and data cast to ``dtype``."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 10)
     )
     x, y = torch.randn(64, 20), torch.randint(0, 10, (64,))
+    model, x = model.to(dtype), x.to(dtype)
     cap = hk.capture(hk.split_blocks(model), x, y, bn="train")
     return hk.LocalHessian(cap, 2, wrt="input")
