@@ -754,7 +754,8 @@ def lanczos(
     far below the rest (``lambda_min / lambda_max`` around 1e-6 and under) can stay unseen
     while a larger eigenvalue converges; requests for the smallest eigenvalues therefore run at
     least ``max(20, 3 (top + bottom) + 2 p)`` basis vectors, and tight tolerances or a
-    larger block size help.
+    larger block size help. Top-only requests have no such minimum: they stop as soon as the
+    wanted error bounds meet ``tol`` (a looser ``tol`` costs fewer products).
 
     Args:
         op: the operator (only ``matmat`` is used).

@@ -53,3 +53,17 @@ def readme_2048(dtype: torch.dtype = torch.float32) -> SymmetricOperator:
     model, x = model.to(dtype), x.to(dtype)
     cap = hk.capture(hk.split_blocks(model), x, y, bn="train")
     return hk.LocalHessian(cap, 2, wrt="input")
+
+
+def loss_hessian_whole_model(dtype: torch.dtype = torch.float64) -> SymmetricOperator:
+    """The training-loss Hessian w.r.t. a tanh MLP's middle block (272 weights, indefinite)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 5)
+    )
+    model = model.to(dtype)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 8, dtype=dtype)
+    y = torch.randint(0, 5, (64,), generator=g)
+    cap = hk.capture(hk.split_blocks(model), x, y, bn="train")
+    return hk.LossHessian(cap, 2)

@@ -67,3 +67,18 @@ def test_readme_operator_in_float64_through_auto_and_lanczos():
     kr = spectrum(op, top=5, bottom=1, method="lanczos", max_products=op.dim + 5, seed=0)
     _agrees(kr, ev)
     assert kr.num_products <= op.dim + 5
+
+
+def test_top_only_stops_at_the_tolerance_a_looser_tol_costs_fewer_products():
+    # issue 16: no minimum Krylov size for top-only requests beyond what the tolerance needs
+    op = networks.loss_hessian_whole_model()
+    top = np.sort(_reference(op))[::-1]
+    runs = {
+        tol: spectrum(op, top=1, bottom=0, method="lanczos", tol=tol, seed=0)
+        for tol in (1e-3, 1e-8)
+    }
+    assert runs[1e-3].num_products < runs[1e-8].num_products
+    for tol, r in runs.items():
+        assert r.top.all_converged
+        assert abs(r.top.eigenvalues[0] - top[0]) <= tol * abs(top[0])
+        assert abs(r.top.eigenvalues[0] - top[0]) <= r.top.error_bounds[0] * (1 + 1e-6)
