@@ -31,6 +31,9 @@ __all__ = [
     "KAPPA_RTOL",
     "ambiguous_zeros",
     "arithmetic_floor",
+    "coarser_dtype",
+    "default_rank_rtol",
+    "iterative_floor",
     "condition_from_eigenvalues",
     "condition_from_extremes",
     "floor_cause",
@@ -46,6 +49,22 @@ def arithmetic_floor(dim: int, dtype: torch.dtype, anorm: float) -> float:
     ``sqrt(n) eps``). It equals the default null threshold, so an eigenvalue the rank counts as
     nonzero is distinguishable from zero by the arithmetic."""
     return 10.0 * math.sqrt(max(dim, 1)) * torch.finfo(dtype).eps * abs(anorm)
+
+
+def default_rank_rtol(dim: int, dtype: torch.dtype) -> float:
+    """Relative threshold below which an eigenvalue counts as zero: ``10 sqrt(n) eps(dtype)``."""
+    return 10.0 * math.sqrt(max(dim, 1)) * torch.finfo(dtype).eps
+
+
+def coarser_dtype(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    """The one of two float dtypes with the larger machine epsilon."""
+    return a if torch.finfo(a).eps >= torch.finfo(b).eps else b
+
+
+def iterative_floor(anorm: float, dtype: torch.dtype, basis: torch.dtype = torch.float64) -> float:
+    """Accuracy floor of an iterative solver's eigenvalues: ``100 eps ||A||`` with eps the
+    coarser of the products' dtype and the storage of its vectors (``basis``)."""
+    return 100.0 * torch.finfo(coarser_dtype(dtype, basis)).eps * anorm
 
 
 def _kappa_check(
