@@ -15,7 +15,7 @@ from hessiankit.solvers.lanczos_checkpoint import Checkpointing
 from hessiankit.solvers.policy import krylov_budget
 from hessiankit.solvers.results import KrylovResult
 from hessiankit.solvers.ritz import Selected, ritz_pairs, select_ritz
-from hessiankit.solvers.types import BasisDtype, Start
+from hessiankit.solvers.options import BasisDtype, Start
 
 __all__ = ["LanczosIteration"]
 
