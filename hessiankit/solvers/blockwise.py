@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -35,6 +36,7 @@ from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.solvers.assemble import from_krylov
 from hessiankit.solvers.lanczos import LanczosIteration
+from hessiankit.solvers.options import KrylovOptions
 from hessiankit.solvers.results import SpectrumResult
 
 __all__ = ["blockwise_spectra"]
@@ -94,24 +96,19 @@ def blockwise_spectra(
         covered[sl] = True
     p = block_size if block_size is not None else min(max(top, bottom), 32)
     start = time.perf_counter()
-    runs = []
-    for sl in parts:
-        n = sl.stop - sl.start
-        runs.append(
-            LanczosIteration(
-                n,
-                op.dtype,
-                op.device,
-                top=min(top, n),
-                bottom=min(bottom, n),
-                block_size=p,
-                tol=tol,
-                max_products=max_products,
-                seed=seed,
-                is_psd=op.is_psd,
-                rank_rtol=rank_rtol,
-            )
+    options = KrylovOptions(
+        block_size=p, tol=tol, max_products=max_products, seed=seed, rank_rtol=rank_rtol
+    )
+    runs = [
+        LanczosIteration.from_options(
+            n,
+            op.dtype,
+            op.device,
+            replace(options, top=min(top, n), bottom=min(bottom, n)),
+            is_psd=op.is_psd,
         )
+        for n in (sl.stop - sl.start for sl in parts)
+    ]
     steps = 0
     current, held = op, list(range(len(parts)))  # the operator in use and the parts it holds
     while True:

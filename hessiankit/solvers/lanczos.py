@@ -56,10 +56,11 @@ from hessiankit.solvers.condition import default_rank_rtol
 from hessiankit.solvers.krylov_basis import KrylovBasis as _Basis  # noqa: F401 - tests
 from hessiankit.solvers.lanczos_iteration import LanczosIteration
 from hessiankit.solvers.results import KrylovResult
-from hessiankit.solvers.options import BasisDtype, ProgressFn, Start
+from hessiankit.solvers.options import BasisDtype, KrylovOptions, ProgressFn, Start
 
 __all__ = [
     "BasisDtype",
+    "KrylovOptions",
     "KrylovResult",
     "LanczosIteration",
     "ProgressFn",
@@ -86,6 +87,7 @@ def lanczos(
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1,
     basis_dtype: BasisDtype = "auto",
+    options: KrylovOptions | None = None,
 ) -> KrylovResult:
     """Extreme eigenvalues of a symmetric operator by block Lanczos.
 
@@ -132,27 +134,28 @@ def lanczos(
             precision floor ``100 eps(float32) ||A||``) or ``"auto"`` (float32 for a float32
             operator; float64 otherwise, spilling to float32 under ``max_basis_bytes`` when
             ``tol`` allows it).
+        options: all of ``top`` .. ``basis_dtype`` as one
+            :class:`~hessiankit.solvers.options.KrylovOptions`; when given, those keywords
+            are ignored.
 
     Raises:
         OperatorError: ``top``/``bottom`` out of range, a budget too small for the request,
             or a checkpoint written by a run with other settings.
     """
-    it = LanczosIteration(
-        op.dim,
-        op.dtype,
-        op.device,
-        top=top,
-        bottom=bottom,
-        block_size=block_size,
-        tol=tol,
-        max_products=max_products,
-        seed=seed,
-        start=start,
-        is_psd=op.is_psd,
-        rank_rtol=rank_rtol,
-        max_basis_bytes=max_basis_bytes,
-        basis_dtype=basis_dtype,
-    )
+    if options is None:
+        options = KrylovOptions(
+            top=top,
+            bottom=bottom,
+            block_size=block_size,
+            tol=tol,
+            max_products=max_products,
+            seed=seed,
+            start=start,
+            rank_rtol=rank_rtol,
+            max_basis_bytes=max_basis_bytes,
+            basis_dtype=basis_dtype,
+        )
+    it = LanczosIteration.from_options(op.dim, op.dtype, op.device, options, is_psd=op.is_psd)
     if checkpoint is not None and Path(checkpoint).exists():
         it.load(checkpoint)
     steps = 0

@@ -15,7 +15,7 @@ from hessiankit.solvers.lanczos_checkpoint import Checkpointing
 from hessiankit.solvers.policy import krylov_budget
 from hessiankit.solvers.results import KrylovResult
 from hessiankit.solvers.ritz import Selected, ritz_pairs, select_ritz
-from hessiankit.solvers.options import BasisDtype, Start
+from hessiankit.solvers.options import BasisDtype, KrylovOptions, Start
 
 __all__ = ["LanczosIteration"]
 
@@ -171,6 +171,35 @@ class LanczosIteration(Checkpointing):
         if not self.range_start:
             X = self._orthonormal_start(X)
         self._X = X
+
+    @classmethod
+    def from_options(
+        cls,
+        n: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+        options: KrylovOptions,
+        *,
+        is_psd: bool | None = None,
+    ) -> LanczosIteration:
+        """An iteration for the run ``options`` describes."""
+        o = options
+        return cls(
+            n,
+            dtype,
+            device,
+            top=o.top,
+            bottom=o.bottom,
+            block_size=o.block_size,
+            tol=o.tol,
+            max_products=o.max_products,
+            seed=o.seed,
+            start=o.start,
+            is_psd=is_psd,
+            rank_rtol=o.rank_rtol,
+            max_basis_bytes=o.max_basis_bytes,
+            basis_dtype=o.basis_dtype,
+        )
 
     def _bottom_claim_size(self) -> int:
         """Basis size before which no claim about the smallest eigenvalues is made (0: none)."""

@@ -44,6 +44,7 @@ from hessiankit.solvers.assemble import (
 from hessiankit.solvers.condition import arithmetic_floor, condition_from_extremes, floor_cause
 from hessiankit.solvers.dense import dense_eigh
 from hessiankit.solvers.lanczos import BasisDtype, default_rank_rtol, lanczos
+from hessiankit.solvers.options import KrylovOptions
 from hessiankit.solvers.policy import choose_method
 from hessiankit.solvers.power import power_iteration
 from hessiankit.solvers.results import Eigenpairs, SpectrumResult
@@ -164,8 +165,7 @@ def spectrum(
         )
     else:
         p = block_size if block_size is not None else min(max(top, bottom), 32)
-        kr = lanczos(
-            op,
+        options = KrylovOptions(
             top=top,
             bottom=bottom,
             block_size=p,
@@ -173,10 +173,14 @@ def spectrum(
             max_products=max_products,
             seed=seed,
             rank_rtol=rank_rtol,
-            keep_vectors=keep_vectors,
-            progress=progress,
             max_basis_bytes=max_basis_bytes,
             basis_dtype=basis_dtype,
+        )
+        kr = lanczos(
+            op,
+            options=options,
+            keep_vectors=keep_vectors,
+            progress=progress,
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
         )
