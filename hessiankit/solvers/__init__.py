@@ -1,4 +1,12 @@
-"""Solvers: they only know a symmetric ``matmat``; results are frozen dataclasses."""
+"""Solvers: they only know a symmetric ``matmat``; results are frozen dataclasses.
+
+Modules: :mod:`~hessiankit.solvers.spectrum` (the entry point), :mod:`~.policy` (which route
+``method="auto"`` takes), :mod:`~.dense`, :mod:`~.lanczos` (driver) with
+:mod:`~.lanczos_iteration`, :mod:`~.krylov_basis`, :mod:`~.ritz` and
+:mod:`~.lanczos_checkpoint`, :mod:`~.blockwise`, :mod:`~.power`, :mod:`~.slq`,
+:mod:`~.trace`; :mod:`~.condition` and :mod:`~.diagnosis` (kappa and why it did not converge),
+:mod:`~.assemble` (results from raw solver output), :mod:`~.results` (every result type).
+"""
 
 from hessiankit.solvers.blockwise import blockwise_spectra
 from hessiankit.solvers.condition import condition_from_eigenvalues, condition_from_extremes
@@ -7,6 +15,7 @@ from hessiankit.solvers.lanczos import KrylovResult, LanczosIteration, default_r
 from hessiankit.solvers.power import PowerResult, power_iteration
 from hessiankit.solvers.slq import DensityCurve, SpectralDensity, slq
 from hessiankit.solvers.results import ConditionNumber, Eigenpairs, SpectrumResult
+from hessiankit.solvers.policy import MethodChoice, choose_method
 from hessiankit.solvers.spectrum import Method, spectrum
 from hessiankit.solvers.trace import TraceResult, hutch_plus_plus, hutchinson, trace
 
@@ -18,11 +27,13 @@ __all__ = [
     "KrylovResult",
     "LanczosIteration",
     "Method",
+    "MethodChoice",
     "PowerResult",
     "SpectralDensity",
     "SpectrumResult",
     "TraceResult",
     "blockwise_spectra",
+    "choose_method",
     "condition_from_eigenvalues",
     "condition_from_extremes",
     "default_rank_rtol",

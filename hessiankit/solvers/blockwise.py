@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -33,8 +34,9 @@ import torch
 
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
-from hessiankit.solvers.condition import condition_from_eigenvalues, condition_from_extremes
+from hessiankit.solvers.assemble import from_krylov
 from hessiankit.solvers.lanczos import LanczosIteration
+from hessiankit.solvers.options import KrylovOptions
 from hessiankit.solvers.results import SpectrumResult
 
 __all__ = ["blockwise_spectra"]
@@ -94,24 +96,19 @@ def blockwise_spectra(
         covered[sl] = True
     p = block_size if block_size is not None else min(max(top, bottom), 32)
     start = time.perf_counter()
-    runs = []
-    for sl in parts:
-        n = sl.stop - sl.start
-        runs.append(
-            LanczosIteration(
-                n,
-                op.dtype,
-                op.device,
-                top=min(top, n),
-                bottom=min(bottom, n),
-                block_size=p,
-                tol=tol,
-                max_products=max_products,
-                seed=seed,
-                is_psd=op.is_psd,
-                rank_rtol=rank_rtol,
-            )
+    options = KrylovOptions(
+        block_size=p, tol=tol, max_products=max_products, seed=seed, rank_rtol=rank_rtol
+    )
+    runs = [
+        LanczosIteration.from_options(
+            n,
+            op.dtype,
+            op.device,
+            replace(options, top=min(top, n), bottom=min(bottom, n)),
+            is_psd=op.is_psd,
         )
+        for n in (sl.stop - sl.start for sl in parts)
+    ]
     steps = 0
     current, held = op, list(range(len(parts)))  # the operator in use and the parts it holds
     while True:
@@ -136,36 +133,18 @@ def blockwise_spectra(
             progress(steps, len(active))
     seconds = time.perf_counter() - start
     describe = getattr(op, "describe_part", None)
-    dtype = str(op.dtype).replace("torch.", "")
     psd = op.is_psd is True
-    out = []
-    for i, it in enumerate(runs):
-        kr = it.result()
-        rtol = kr.rank_rtol  # the given one, else the default for the products and the basis
-        if kr.exhausted:
-            cond = condition_from_eigenvalues(kr.ritz_values, rtol=rtol)
-        else:
-            cond = condition_from_extremes(
-                kr.top, kr.bottom, rtol=rtol, anorm=kr.anorm, range_start=kr.range_start, psd=psd
-            )
-        out.append(
-            SpectrumResult(
-                method="lanczos",
-                dimension=it.n,
-                dtype=dtype,
-                seed=seed,
-                tol=tol,
-                top=kr.top,
-                bottom=kr.bottom,
-                condition=cond,
-                num_products=kr.num_products,
-                seconds=seconds,
-                precision=kr.precision,
-                breakdowns=kr.breakdowns,
-                exhausted=kr.exhausted,
-                eigenvalues=kr.ritz_values if kr.exhausted else None,
-                operator=describe(i) if callable(describe) else {"part": i},
-                bottom_on_range=kr.range_start and psd,
-            )
+    return [
+        from_krylov(
+            it.result(),
+            n=it.n,
+            dtype=op.dtype,
+            psd=psd,
+            seed=seed,
+            tol=tol,
+            num_products=it.products,
+            seconds=seconds,
+            operator=describe(i) if callable(describe) else {"part": i},
         )
-    return out
+        for i, it in enumerate(runs)
+    ]

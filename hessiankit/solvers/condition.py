@@ -29,9 +29,14 @@ from hessiankit.solvers.results import ConditionNumber, Eigenpairs
 
 __all__ = [
     "KAPPA_RTOL",
+    "ambiguous_zeros",
     "arithmetic_floor",
+    "coarser_dtype",
+    "default_rank_rtol",
+    "iterative_floor",
     "condition_from_eigenvalues",
     "condition_from_extremes",
+    "floor_cause",
 ]
 
 #: A condition number whose relative error bound exceeds this is not reported as converged.
@@ -46,21 +51,69 @@ def arithmetic_floor(dim: int, dtype: torch.dtype, anorm: float) -> float:
     return 10.0 * math.sqrt(max(dim, 1)) * torch.finfo(dtype).eps * abs(anorm)
 
 
+def default_rank_rtol(dim: int, dtype: torch.dtype) -> float:
+    """Relative threshold below which an eigenvalue counts as zero: ``10 sqrt(n) eps(dtype)``."""
+    return 10.0 * math.sqrt(max(dim, 1)) * torch.finfo(dtype).eps
+
+
+def coarser_dtype(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    """The one of two float dtypes with the larger machine epsilon."""
+    return a if torch.finfo(a).eps >= torch.finfo(b).eps else b
+
+
+def iterative_floor(anorm: float, dtype: torch.dtype, basis: torch.dtype = torch.float64) -> float:
+    """Accuracy floor of an iterative solver's eigenvalues: ``100 eps ||A||`` with eps the
+    coarser of the products' dtype and the storage of its vectors (``basis``)."""
+    return 100.0 * torch.finfo(coarser_dtype(dtype, basis)).eps * anorm
+
+
 def _kappa_check(
-    kappa: float | None, rel_error: float, converged: bool, note: str
+    kappa: float | None, rel_error: float, converged: bool, note: str, cause: str
 ) -> tuple[float | None, bool, str]:
-    """Demote a condition number whose error bound is too large, and say why."""
+    """Demote a condition number whose error bound is too large, and say why (``cause``)."""
     if kappa is None or rel_error <= KAPPA_RTOL:
         return None if kappa is None else rel_error, converged, note
-    why = (
-        f"kappa is uncertain by about {100 * min(rel_error, 9.99):.0f}%: its smallest eigenvalue "
-        "is near the precision floor of the products' dtype; use float64"
+    why = f"kappa is uncertain by about {100 * min(rel_error, 9.99):.0f}%: {cause}"
+    return rel_error, False, _join(note, why)
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def floor_cause(value: float, precision: float, low_precision: bool) -> str:
+    """Why an eigenvalue near the arithmetic's precision floor leaves kappa uncertain, and the
+    remedy: float64 products for float32 runs; for float64 runs, what is left to do."""
+    where = (
+        f"its smallest nonzero eigenvalue ({value:.3g}) is within a few times the precision "
+        f"floor ({precision:.2g}) of the products' arithmetic"
     )
-    return rel_error, False, f"{note}; {why}" if note else why
+    if low_precision:
+        return f"{where}; compute in float64"
+    return f"{where}, already float64: count it as zero with a larger rank_rtol=, or accept kappa as an estimate"
+
+
+def ambiguous_zeros(eigenvalues: np.ndarray, threshold: float) -> np.ndarray:
+    """Eigenvalues counted as zero that are too large to be rounding noise of a true zero.
+
+    In float32 a true zero comes out at about ``eps ||A||``, well below the null threshold
+    ``10 sqrt(n) eps ||A||``; an eigenvalue within a factor 10 of the threshold may be a real
+    small eigenvalue that float64 would count, and divide by.
+    """
+    mags = np.abs(np.asarray(eigenvalues, dtype=np.float64))
+    return mags[(mags > 0.1 * threshold) & (mags <= threshold)]
+
+
+def _ambiguity_note(found: np.ndarray, amax: float) -> str:
+    return (
+        f"{found.size} eigenvalue(s) counted as zero lie within a factor 10 of the float32 null "
+        f"threshold (largest {float(found.max()):.3g}); if they are not zeros, kappa is up to "
+        f"{amax / float(found.min()):.4g}: compute in float64"
+    )
 
 
 def condition_from_eigenvalues(
-    eigenvalues: np.ndarray, *, rtol: float, precision: float = 0.0
+    eigenvalues: np.ndarray, *, rtol: float, precision: float = 0.0, low_precision: bool = False
 ) -> ConditionNumber:
     """Condition number from the whole spectrum (dense or exhausted Krylov).
 
@@ -68,6 +121,9 @@ def condition_from_eigenvalues(
         eigenvalues: every eigenvalue of the operator.
         rtol: relative threshold that defines "nonzero".
         precision: absolute error bound of each eigenvalue (enters ``kappa_error``).
+        low_precision: the products (or the basis) are rounded coarser than float64: a
+            condition number is then not converged while eigenvalues counted as zero sit close
+            enough to the null threshold to be real (see :func:`ambiguous_zeros`).
     """
     ev = np.sort(np.asarray(eigenvalues, dtype=np.float64))
     mags = np.abs(ev)
@@ -91,7 +147,16 @@ def condition_from_eigenvalues(
         )
     small = ev[nonzero][np.argmin(mags[nonzero])]
     kappa = amax / float(abs(small))
-    err, conv, note = _kappa_check(kappa, precision / amax + precision / abs(small), True, "")
+    err, conv, note = _kappa_check(
+        kappa,
+        precision / amax + precision / abs(small),
+        True,
+        "",
+        floor_cause(float(abs(small)), precision, low_precision),
+    )
+    found = ambiguous_zeros(ev, thr) if low_precision else np.zeros(0)
+    if found.size:
+        conv, note = False, _join(note, _ambiguity_note(found, amax))
     return ConditionNumber(
         lambda_max=float(ev[-1]),
         lambda_min=float(ev[0]),
@@ -116,8 +181,16 @@ def condition_from_extremes(
     anorm: float,
     range_start: bool,
     psd: bool | None,
+    cause: str = "the error bounds of its eigenvalues are wide",
+    ritz_values: np.ndarray | None = None,
+    low_precision: bool = False,
 ) -> ConditionNumber:
     """Condition number from the extreme eigenvalues an iterative solver found.
+
+    ``cause`` says why the eigenvalues' bounds are wide (the solver knows: budget, cluster,
+    precision floor). With ``low_precision`` and the solver's ``ritz_values``, Ritz values
+    counted as zero but close to the null threshold leave kappa unconverged (see
+    :func:`ambiguous_zeros`).
 
     Rank and nullity stay unknown. From a range start on a PSD operator, ``bottom`` holds the
     smallest nonzero eigenvalues, which is what ``kappa`` needs. For an indefinite operator the
@@ -153,7 +226,15 @@ def condition_from_extremes(
             b_top / max(abs(lmax), 1e-300) + b_bot / max(abs(lmin), 1e-300),
             conv and kappa is not None,
             "rank unknown: an iterative solver does not count zeros",
+            cause,
         )
+        found = (
+            ambiguous_zeros(ritz_values, thr)
+            if low_precision and ritz_values is not None
+            else np.zeros(0)
+        )
+        if found.size and kappa is not None:
+            ok, note = False, _join(note, _ambiguity_note(found, amax))
         return ConditionNumber(
             lmax,
             None,
@@ -172,7 +253,9 @@ def condition_from_extremes(
         small = min(abs(lmax), abs(lmin))
         kappa = amax / small
         b_small = b_bot if abs(lmin) <= abs(lmax) else b_top
-        err, ok, note = _kappa_check(kappa, (b_top + b_bot) / amax + b_small / small, conv, "")
+        err, ok, note = _kappa_check(
+            kappa, (b_top + b_bot) / amax + b_small / small, conv, "", cause
+        )
         return ConditionNumber(
             lmax,
             lmin,

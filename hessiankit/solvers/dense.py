@@ -10,26 +10,13 @@ by a factor of two while the asymmetry is ten times smaller).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.solvers.condition import arithmetic_floor
+from hessiankit.solvers.results import DenseResult
 
 __all__ = ["DenseResult", "dense_eigh"]
-
-
-@dataclass(frozen=True, eq=False)
-class DenseResult:
-    """Every eigenvalue (ascending), eigenvectors, residuals and the precision floor."""
-
-    eigenvalues: torch.Tensor
-    eigenvectors: torch.Tensor
-    residuals: torch.Tensor
-    precision: float
-    asymmetry: float
-    num_products: int
 
 
 def dense_eigh(

@@ -24,30 +24,18 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
-from hessiankit.solvers.lanczos import _precision
-from hessiankit.solvers.results import Eigenpairs
+from hessiankit.solvers.condition import iterative_floor
+from hessiankit.solvers.results import Eigenpairs, PowerResult
 
 __all__ = ["PowerResult", "power_iteration"]
 
 Which = Literal["LM", "LA", "SA"]
-
-
-@dataclass(frozen=True, eq=False)
-class PowerResult:
-    """Eigenpairs found by power iteration, the products used and the shift applied."""
-
-    pairs: Eigenpairs
-    num_products: int
-    shift: float
-    anorm: float
-    precision: float
 
 
 def power_iteration(
@@ -119,7 +107,7 @@ def power_iteration(
             r = Av - theta_a * v
             res = float(r.norm())
             anorm = max(anorm, abs(theta_a))
-            floor = _precision(anorm, op.dtype)
+            floor = iterative_floor(anorm, op.dtype)
             ok = res <= max(tol * abs(theta_a), floor)
             # Later eigenvectors are deflated against this one, so its error caps their
             # accuracy: iterate a little past tol while that is cheap.
@@ -137,7 +125,7 @@ def power_iteration(
         values.append(theta_a)
         residuals.append(res)
         conv.append(ok)
-    precision = _precision(anorm, op.dtype)
+    precision = iterative_floor(anorm, op.dtype)
     bounds = [max(r, precision) for r in residuals]
     pairs = Eigenpairs.build(
         "bottom" if which == "SA" else "top",

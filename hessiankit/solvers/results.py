@@ -17,13 +17,24 @@ Meaning of the numbers, for a Ritz pair ``(theta, y)`` with ``||y|| = 1`` of a s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 
-__all__ = ["ConditionNumber", "Eigenpairs", "SpectrumResult"]
+__all__ = [
+    "ConditionNumber",
+    "DenseResult",
+    "DensityCurve",
+    "Eigenpairs",
+    "KrylovResult",
+    "PowerResult",
+    "SpectralDensity",
+    "SpectrumResult",
+    "TraceResult",
+]
 
 
 def _frozen(a: np.ndarray | list[float] | list[bool], dtype: type) -> np.ndarray:
@@ -153,6 +164,8 @@ class SpectrumResult:
         basis_bytes: peak bytes of the Lanczos basis (0 for other methods).
         max_basis_bytes: the Lanczos basis budget, ``None`` when unlimited.
         restarts: thick restarts the Lanczos basis budget forced.
+        method_reason: why this method ran (``method="auto"``'s choice, see
+            :func:`~hessiankit.solvers.policy.choose_method`), or that it was asked for.
     """
 
     method: str
@@ -175,6 +188,7 @@ class SpectrumResult:
     basis_bytes: int = 0
     max_basis_bytes: int | None = None
     restarts: int = 0
+    method_reason: str = ""
 
     @property
     def converged(self) -> bool:
@@ -187,6 +201,7 @@ class SpectrumResult:
         return {
             **self.operator,
             "method": self.method,
+            "method_reason": self.method_reason,
             "dimension": self.dimension,
             "dtype": self.dtype,
             "seed": self.seed,
@@ -221,4 +236,242 @@ class SpectrumResult:
             "max_basis_bytes": self.max_basis_bytes,
             "restarts": self.restarts,
             "seconds": self.seconds,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class KrylovResult:
+    """What a Lanczos run found.
+
+    Attributes:
+        top: largest Ritz values (descending) with residuals, bounds and flags.
+        bottom: smallest Ritz values (ascending); from a range start on a PSD operator, the
+            smallest ones above the null threshold.
+        ritz_values: every Ritz value of the final basis, ascending.
+        num_products: operator products used.
+        basis_size: Krylov basis dimension reached.
+        breakdowns: directions replaced after an invariant subspace was found.
+        exhausted: the basis spans the whole space; ``ritz_values`` is the exact spectrum.
+        anorm: estimate of ``||A||`` (largest |Ritz value|).
+        precision: accuracy floor from the operator's dtype and the basis storage's
+            (``100 eps ||A||`` with the coarser eps of the two).
+        null_threshold: eigenvalues at most this large in magnitude count as zero.
+        rank_rtol: the relative null threshold, ``null_threshold / anorm``.
+        range_start: whether the run started in the operator's range.
+        restarts: thick restarts made to stay within ``max_basis_bytes``.
+        basis_bytes: peak bytes the Krylov basis took.
+        max_basis_bytes: the basis budget (``None``: unlimited).
+        basis_dtype: storage of the basis at the end (``"float32"`` after a spill).
+        rank_rtol: the relative null threshold used.
+        budget: the product budget of the run.
+        block_size: p, vectors per block.
+    """
+
+    top: Eigenpairs
+    bottom: Eigenpairs
+    ritz_values: np.ndarray
+    num_products: int
+    basis_size: int
+    breakdowns: int
+    exhausted: bool
+    anorm: float
+    precision: float
+    null_threshold: float
+    range_start: bool
+    restarts: int = 0
+    basis_bytes: int = 0
+    max_basis_bytes: int | None = None
+    basis_dtype: str = "float64"
+    rank_rtol: float = 0.0
+    budget: int = 0
+    block_size: int = 1
+
+
+@dataclass(frozen=True, eq=False)
+class DenseResult:
+    """Every eigenvalue (ascending), eigenvectors, residuals and the precision floor."""
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    residuals: torch.Tensor
+    precision: float
+    asymmetry: float
+    num_products: int
+
+
+@dataclass(frozen=True, eq=False)
+class PowerResult:
+    """Eigenpairs found by power iteration, the products used and the shift applied."""
+
+    pairs: Eigenpairs
+    num_products: int
+    shift: float
+    anorm: float
+    precision: float
+
+
+@dataclass(frozen=True, eq=False)
+class DensityCurve:
+    """A smoothed density on a grid.
+
+    Attributes:
+        scale: ``"linear"`` (x is lambda) or ``"log"`` (x is ``log10 |lambda|``).
+        grid: equally spaced x values.
+        density: the smoothed density at each grid point.
+        sigma: Gaussian kernel width, in the units of ``grid``.
+        mass: total weight of the nodes smoothed onto this curve (1 for ``linear``,
+            ``1 - zero_mass`` for ``log``); the curve integrates to it.
+    """
+
+    scale: Literal["linear", "log"]
+    grid: np.ndarray
+    density: np.ndarray
+    sigma: float
+    mass: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "scale": self.scale,
+            "sigma": self.sigma,
+            "mass": self.mass,
+            "grid": self.grid.tolist(),
+            "density": self.density.tolist(),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralDensity:
+    """Result of :func:`slq`.
+
+    Attributes:
+        nodes: per probe, the Ritz values (quadrature nodes), ascending.
+        weights: per probe, the quadrature weights (sum to one).
+        linear: density of lambda.
+        log: density of ``log10 |lambda|`` over the nonzero nodes.
+        zero_threshold: nodes with ``|theta|`` at most this count as zero.
+        zero_mass: average weight of zero nodes (estimates ``nullity / n``).
+        negative_mass: average weight of negative nodes.
+        dimension: n.
+        num_steps: Lanczos steps asked for (capped at n).
+        steps: Lanczos steps each probe ran (fewer after an invariant subspace).
+        reorthogonalized: whether full reorthogonalisation was used.
+        seed: seed of the Rademacher probes.
+        dtype: dtype of the operator's products.
+        num_products: operator products used.
+        seconds: wall time.
+        operator: the operator's own description (block, wrt, kind, ...).
+    """
+
+    nodes: tuple[np.ndarray, ...]
+    weights: tuple[np.ndarray, ...]
+    linear: DensityCurve
+    log: DensityCurve
+    zero_threshold: float
+    zero_mass: float
+    negative_mass: float
+    dimension: int
+    num_steps: int
+    steps: tuple[int, ...]
+    reorthogonalized: bool
+    seed: int
+    dtype: str
+    num_products: int
+    seconds: float
+    operator: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def num_probes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def lambda_min(self) -> float:
+        """Smallest Ritz value over probes (an upper bound on the smallest eigenvalue)."""
+        return float(min(t[0] for t in self.nodes))
+
+    @property
+    def lambda_max(self) -> float:
+        """Largest Ritz value over probes (a lower bound on the largest eigenvalue)."""
+        return float(max(t[-1] for t in self.nodes))
+
+    def moment(self, k: int) -> tuple[float, float]:
+        """Estimate of ``tr(A^k) / n`` and its standard error over probes.
+
+        Exact per probe (``v^T A^k v``) when ``k <= 2 * steps - 1`` (or the probe's Krylov space
+        is invariant); the standard error is ``sd / sqrt(p)`` (0 with one probe).
+        """
+        per = np.array([float(np.sum(w * t**k)) for t, w in zip(self.nodes, self.weights)])
+        se = float(per.std(ddof=1) / math.sqrt(per.size)) if per.size > 1 else 0.0
+        return float(per.mean()), se
+
+    @property
+    def trace(self) -> float:
+        """SLQ estimate of ``tr(A)`` (n times the first moment)."""
+        return self.dimension * self.moment(1)[0]
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain numbers for JSON."""
+        m1, s1 = self.moment(1)
+        m2, s2 = self.moment(2)
+        return {
+            **self.operator,
+            "method": "slq",
+            "dimension": self.dimension,
+            "num_probes": self.num_probes,
+            "num_steps": self.num_steps,
+            "steps": list(self.steps),
+            "reorthogonalized": self.reorthogonalized,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "num_products": self.num_products,
+            "seconds": self.seconds,
+            "mean_eigenvalue": m1,
+            "mean_eigenvalue_std_error": s1,
+            "mean_squared_eigenvalue": m2,
+            "mean_squared_eigenvalue_std_error": s2,
+            "zero_threshold": self.zero_threshold,
+            "zero_mass": self.zero_mass,
+            "negative_mass": self.negative_mass,
+            "nodes": [t.tolist() for t in self.nodes],
+            "weights": [w.tolist() for w in self.weights],
+            "linear": self.linear.to_dict(),
+            "log": self.log.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """A trace estimate with its standard error.
+
+    Attributes:
+        trace: the estimate.
+        std_error: standard error of the estimate (0 when it is exact).
+        method: ``"hutchinson"`` or ``"hutch++"``.
+        num_products: operator products used.
+        num_probes: random probe vectors drawn.
+        dimension: operator dimension n.
+        seed: seed of the probes.
+        seconds: wall time.
+    """
+
+    trace: float
+    std_error: float
+    method: str
+    num_products: int
+    num_probes: int
+    dimension: int
+    seed: int
+    seconds: float
+
+    @property
+    def mean_eigenvalue(self) -> float:
+        """``trace / n``, the scalar that best replaces the operator by a multiple of I."""
+        return self.trace / self.dimension
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "trace": self.trace,
+            "trace_std_error": self.std_error,
+            "trace_method": self.method,
+            "trace_products": self.num_products,
+            "trace_probes": self.num_probes,
         }

@@ -55,7 +55,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -63,7 +62,8 @@ import torch
 
 from hessiankit.errors import NumericalError, OperatorError
 from hessiankit.operators.base import SymmetricOperator
-from hessiankit.solvers.lanczos import default_rank_rtol
+from hessiankit.solvers.condition import default_rank_rtol
+from hessiankit.solvers.results import DensityCurve, SpectralDensity
 
 __all__ = ["DensityCurve", "SpectralDensity", "gaussian_smoothing", "slq"]
 
@@ -74,134 +74,6 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     arr = np.array(a, dtype=np.float64)
     arr.setflags(write=False)
     return arr
-
-
-@dataclass(frozen=True, eq=False)
-class DensityCurve:
-    """A smoothed density on a grid.
-
-    Attributes:
-        scale: ``"linear"`` (x is lambda) or ``"log"`` (x is ``log10 |lambda|``).
-        grid: equally spaced x values.
-        density: the smoothed density at each grid point.
-        sigma: Gaussian kernel width, in the units of ``grid``.
-        mass: total weight of the nodes smoothed onto this curve (1 for ``linear``,
-            ``1 - zero_mass`` for ``log``); the curve integrates to it.
-    """
-
-    scale: Literal["linear", "log"]
-    grid: np.ndarray
-    density: np.ndarray
-    sigma: float
-    mass: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "scale": self.scale,
-            "sigma": self.sigma,
-            "mass": self.mass,
-            "grid": self.grid.tolist(),
-            "density": self.density.tolist(),
-        }
-
-
-@dataclass(frozen=True, eq=False)
-class SpectralDensity:
-    """Result of :func:`slq`.
-
-    Attributes:
-        nodes: per probe, the Ritz values (quadrature nodes), ascending.
-        weights: per probe, the quadrature weights (sum to one).
-        linear: density of lambda.
-        log: density of ``log10 |lambda|`` over the nonzero nodes.
-        zero_threshold: nodes with ``|theta|`` at most this count as zero.
-        zero_mass: average weight of zero nodes (estimates ``nullity / n``).
-        negative_mass: average weight of negative nodes.
-        dimension: n.
-        num_steps: Lanczos steps asked for (capped at n).
-        steps: Lanczos steps each probe ran (fewer after an invariant subspace).
-        reorthogonalized: whether full reorthogonalisation was used.
-        seed: seed of the Rademacher probes.
-        dtype: dtype of the operator's products.
-        num_products: operator products used.
-        seconds: wall time.
-        operator: the operator's own description (block, wrt, kind, ...).
-    """
-
-    nodes: tuple[np.ndarray, ...]
-    weights: tuple[np.ndarray, ...]
-    linear: DensityCurve
-    log: DensityCurve
-    zero_threshold: float
-    zero_mass: float
-    negative_mass: float
-    dimension: int
-    num_steps: int
-    steps: tuple[int, ...]
-    reorthogonalized: bool
-    seed: int
-    dtype: str
-    num_products: int
-    seconds: float
-    operator: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def num_probes(self) -> int:
-        return len(self.nodes)
-
-    @property
-    def lambda_min(self) -> float:
-        """Smallest Ritz value over probes (an upper bound on the smallest eigenvalue)."""
-        return float(min(t[0] for t in self.nodes))
-
-    @property
-    def lambda_max(self) -> float:
-        """Largest Ritz value over probes (a lower bound on the largest eigenvalue)."""
-        return float(max(t[-1] for t in self.nodes))
-
-    def moment(self, k: int) -> tuple[float, float]:
-        """Estimate of ``tr(A^k) / n`` and its standard error over probes.
-
-        Exact per probe (``v^T A^k v``) when ``k <= 2 * steps - 1`` (or the probe's Krylov space
-        is invariant); the standard error is ``sd / sqrt(p)`` (0 with one probe).
-        """
-        per = np.array([float(np.sum(w * t**k)) for t, w in zip(self.nodes, self.weights)])
-        se = float(per.std(ddof=1) / math.sqrt(per.size)) if per.size > 1 else 0.0
-        return float(per.mean()), se
-
-    @property
-    def trace(self) -> float:
-        """SLQ estimate of ``tr(A)`` (n times the first moment)."""
-        return self.dimension * self.moment(1)[0]
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain numbers for JSON."""
-        m1, s1 = self.moment(1)
-        m2, s2 = self.moment(2)
-        return {
-            **self.operator,
-            "method": "slq",
-            "dimension": self.dimension,
-            "num_probes": self.num_probes,
-            "num_steps": self.num_steps,
-            "steps": list(self.steps),
-            "reorthogonalized": self.reorthogonalized,
-            "seed": self.seed,
-            "dtype": self.dtype,
-            "num_products": self.num_products,
-            "seconds": self.seconds,
-            "mean_eigenvalue": m1,
-            "mean_eigenvalue_std_error": s1,
-            "mean_squared_eigenvalue": m2,
-            "mean_squared_eigenvalue_std_error": s2,
-            "zero_threshold": self.zero_threshold,
-            "zero_mass": self.zero_mass,
-            "negative_mass": self.negative_mass,
-            "nodes": [t.tolist() for t in self.nodes],
-            "weights": [w.tolist() for w in self.weights],
-            "linear": self.linear.to_dict(),
-            "log": self.log.to_dict(),
-        }
 
 
 def gaussian_smoothing(

@@ -1,8 +1,9 @@
 """One entry point for the extreme spectrum and the condition number of an operator.
 
-``method="auto"`` materialises the operator and uses dense ``eigh`` when its dimension is at most
-``dense_threshold`` (or when so many eigenvalues are asked for that Lanczos would approach the
-dimension anyway), and block Lanczos otherwise.
+``method="auto"`` takes the cheapest exact route (:func:`~hessiankit.solvers.policy.choose_method`):
+dense ``eigh`` of the materialised operator when its matrix fits in ``max_dense_bytes`` and
+``n`` products plus ``eigh`` cost no more than the expected Krylov run, block Lanczos otherwise.
+``SpectrumResult.method_reason`` says which ran and why.
 
 Smallest eigenvalues: for a positive semi-definite operator (Gauss-Newton local Hessians),
 ``bottom`` holds the smallest eigenvalues **above the null threshold**, i.e. on the range, by
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Literal
 
@@ -32,13 +34,18 @@ import torch
 
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator, dense_memory_bytes
-from hessiankit.solvers.condition import (
-    arithmetic_floor,
-    condition_from_eigenvalues,
-    condition_from_extremes,
+from hessiankit.solvers.assemble import (
+    dtype_name,
+    floored,
+    from_dense,
+    from_krylov,
+    is_low_precision,
 )
+from hessiankit.solvers.condition import arithmetic_floor, condition_from_extremes, floor_cause
 from hessiankit.solvers.dense import dense_eigh
 from hessiankit.solvers.lanczos import BasisDtype, default_rank_rtol, lanczos
+from hessiankit.solvers.options import KrylovOptions
+from hessiankit.solvers.policy import choose_method
 from hessiankit.solvers.power import power_iteration
 from hessiankit.solvers.results import Eigenpairs, SpectrumResult
 
@@ -56,7 +63,7 @@ def spectrum(
     tol: float = 1e-6,
     seed: int = 0,
     rank_rtol: float | None = None,
-    dense_threshold: int = 1024,
+    dense_threshold: int | None = None,
     max_dense_bytes: int = 4 * 2**30,
     block_size: int | None = None,
     max_products: int | None = None,
@@ -80,7 +87,10 @@ def spectrum(
         rank_rtol: relative threshold under which an eigenvalue counts as zero
             (default ``10 sqrt(n) eps(dtype)``, raised on the dense path to the measured
             precision of the materialised matrix, so rounding never counts as rank).
-        dense_threshold: ``"auto"`` materialises operators up to this dimension.
+        dense_threshold: override of ``"auto"``'s cost rule: materialise operators up to this
+            dimension, Lanczos above (default: the rule of
+            :func:`~hessiankit.solvers.policy.choose_method`, from the dimension, memory and
+            one measured product).
         max_dense_bytes: memory limit for materialising (checked before any product).
         block_size: Lanczos block size (default ``max(top, bottom)``, at most 32: finds every
             copy of an eigenvalue repeated up to that many times).
@@ -112,26 +122,34 @@ def spectrum(
             f"use --top/--bottom at most {n}"
         )
     rtol = default_rank_rtol(n, op.dtype) if rank_rtol is None else float(rank_rtol)
+    start = time.perf_counter()
+    before = op.num_products
+    reason = f"{method}: asked for"
     if method == "auto":
-        fits = dense_memory_bytes(n) <= max_dense_bytes
-        method = (
-            "dense" if fits and (n <= dense_threshold or 4 * (top + bottom) >= n) else "lanczos"
+        choice = choose_method(
+            op,
+            top=top,
+            bottom=bottom,
+            block_size=block_size,
+            max_dense_bytes=max_dense_bytes,
+            dense_threshold=dense_threshold,
         )
+        method, reason = choice.method, choice.reason
     if method == "dense" and dense_memory_bytes(n) > max_dense_bytes:
         raise OperatorError(
             f"method 'dense' needs {dense_memory_bytes(n) / 2**30:.1f} GiB for dimension {n}, "
             f"over the {max_dense_bytes / 2**30:.1f} GiB limit; use method 'lanczos'"
         )
-    start = time.perf_counter()
-    before = op.num_products
     describe = getattr(op, "describe", None)
     info = describe() if callable(describe) else {}
-    dtype = str(op.dtype).replace("torch.", "")
+    res: SpectrumResult
     if method == "dense":
         auto = rank_rtol is None
-        return _dense(op, top, bottom, rtol, auto, keep_vectors, start, before, info, dtype, tol)
-    if method == "power":
-        return _power(
+        res = _dense(
+            op, top, bottom, rtol, auto, keep_vectors, start, before, info, tol, max_dense_bytes
+        )
+    elif method == "power":
+        res = _power(
             op,
             top,
             bottom,
@@ -144,63 +162,40 @@ def spectrum(
             start,
             before,
             info,
-            dtype,
         )
-    p = block_size if block_size is not None else min(max(top, bottom), 32)
-    kr = lanczos(
-        op,
-        top=top,
-        bottom=bottom,
-        block_size=p,
-        tol=tol,
-        max_products=max_products,
-        seed=seed,
-        rank_rtol=rank_rtol,
-        keep_vectors=keep_vectors,
-        progress=progress,
-        max_basis_bytes=max_basis_bytes,
-        basis_dtype=basis_dtype,
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-    )
-    psd = op.is_psd is True
-    rtol = kr.rank_rtol
-    # A float32 basis rounds like float32 products: the floor takes the coarser eps.
-    floors = [arithmetic_floor(n, op.dtype, kr.anorm)]
-    if kr.basis_dtype == "float32":
-        floors.append(arithmetic_floor(n, torch.float32, kr.anorm))
-    precision = max(kr.precision, *floors)
-    top_pairs, bot_pairs = _floored(kr.top, precision), _floored(kr.bottom, precision)
-    if kr.exhausted:
-        cond = condition_from_eigenvalues(kr.ritz_values, rtol=rtol, precision=precision)
-        all_ev: np.ndarray | None = kr.ritz_values
     else:
-        cond = condition_from_extremes(
-            top_pairs, bot_pairs, rtol=rtol, anorm=kr.anorm, range_start=kr.range_start, psd=psd
+        p = block_size if block_size is not None else min(max(top, bottom), 32)
+        options = KrylovOptions(
+            top=top,
+            bottom=bottom,
+            block_size=p,
+            tol=tol,
+            max_products=max_products,
+            seed=seed,
+            rank_rtol=rank_rtol,
+            max_basis_bytes=max_basis_bytes,
+            basis_dtype=basis_dtype,
         )
-        all_ev = None
-    return SpectrumResult(
-        method="lanczos",
-        dimension=n,
-        dtype=dtype,
-        seed=seed,
-        tol=tol,
-        top=top_pairs,
-        bottom=bot_pairs,
-        condition=cond,
-        num_products=op.num_products - before,
-        seconds=time.perf_counter() - start,
-        precision=precision,
-        breakdowns=kr.breakdowns,
-        exhausted=kr.exhausted,
-        eigenvalues=all_ev,
-        operator=info,
-        bottom_on_range=kr.range_start and psd,
-        basis_dtype=kr.basis_dtype,
-        basis_bytes=kr.basis_bytes,
-        max_basis_bytes=kr.max_basis_bytes,
-        restarts=kr.restarts,
-    )
+        kr = lanczos(
+            op,
+            options=options,
+            keep_vectors=keep_vectors,
+            progress=progress,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+        )
+        res = from_krylov(
+            kr,
+            n=n,
+            dtype=op.dtype,
+            psd=op.is_psd is True,
+            seed=seed,
+            tol=tol,
+            num_products=op.num_products - before,
+            seconds=time.perf_counter() - start,
+            operator=info,
+        )
+    return replace(res, method_reason=reason)
 
 
 def _dense(
@@ -213,46 +208,23 @@ def _dense(
     start: float,
     before: int,
     info: dict[str, object],
-    dtype: str,
     tol: float,
+    max_bytes: int,
 ) -> SpectrumResult:
-    d = dense_eigh(op)
-    ev = d.eigenvalues.cpu().numpy()
-    res = d.residuals.cpu().numpy()
-    anorm = float(np.abs(ev).max()) if ev.size else 0.0
-    if auto_rtol and anorm > 0:
-        # Eigenvalues within the measured precision of zero cannot be told from it (batch-norm
-        # null directions come out at 1e-14..1e-11 relative in float64, above 10 sqrt(n) eps).
-        rtol = max(rtol, d.precision / anorm)
-    psd = op.is_psd is True
-    top_idx = np.arange(ev.size - 1, ev.size - 1 - top, -1)
-    candidates = np.arange(ev.size)
-    if psd:
-        candidates = candidates[np.abs(ev) > rtol * anorm]
-    bot_idx = candidates[:bottom]
-
-    def pairs(which: Literal["top", "bottom"], idx: np.ndarray) -> Eigenpairs:
-        vecs = d.eigenvectors[:, torch.as_tensor(idx, dtype=torch.long)] if keep_vectors else None
-        return Eigenpairs.build(
-            which, ev[idx], res[idx], res[idx] + d.precision, np.ones(idx.size, bool), vecs
-        )
-
-    return SpectrumResult(
-        method="dense",
-        dimension=op.dim,
-        dtype=dtype,
-        seed=None,
+    return from_dense(
+        dense_eigh(op, max_bytes=max_bytes),
+        n=op.dim,
+        dtype=op.dtype,
+        psd=op.is_psd is True,
+        top=top,
+        bottom=bottom,
+        rtol=rtol,
+        auto_rtol=auto_rtol,
+        keep_vectors=keep_vectors,
         tol=tol,
-        top=pairs("top", top_idx),
-        bottom=pairs("bottom", bot_idx),
-        condition=condition_from_eigenvalues(ev, rtol=rtol, precision=d.precision),
         num_products=op.num_products - before,
         seconds=time.perf_counter() - start,
-        precision=d.precision,
-        exhausted=True,
-        eigenvalues=ev,
         operator=info,
-        bottom_on_range=psd,
     )
 
 
@@ -269,7 +241,6 @@ def _power(
     start: float,
     before: int,
     info: dict[str, object],
-    dtype: str,
 ) -> SpectrumResult:
     hi = lo = None
     if top:
@@ -306,14 +277,33 @@ def _power(
         lo.precision if lo else 0.0,
         arithmetic_floor(op.dim, op.dtype, anorm),
     )
-    top_pairs, bot_pairs = _floored(top_pairs, precision), _floored(bot_pairs, precision)
+    top_pairs, bot_pairs = floored(top_pairs, precision), floored(bot_pairs, precision)
+    cause = ""
+    if not (top_pairs.all_converged and bot_pairs.all_converged):
+        cause = (
+            f"power iteration reached max_iter={max_iter} before every eigenvalue converged "
+            "(it converges linearly in the eigenvalue ratio): raise max_iter= or use "
+            "method='lanczos'"
+        )
     cond = condition_from_extremes(
-        top_pairs, bot_pairs, rtol=rtol, anorm=anorm, range_start=False, psd=op.is_psd
+        top_pairs,
+        bot_pairs,
+        rtol=rtol,
+        anorm=anorm,
+        range_start=False,
+        psd=op.is_psd,
+        cause=cause
+        or floor_cause(
+            abs(float(bot_pairs.eigenvalues[0])) if len(bot_pairs) else anorm,
+            precision,
+            is_low_precision(op.dtype),
+        ),
+        low_precision=is_low_precision(op.dtype),
     )
     return SpectrumResult(
         method="power",
         dimension=op.dim,
-        dtype=dtype,
+        dtype=dtype_name(op.dtype),
         seed=seed,
         tol=tol,
         top=top_pairs,
@@ -324,20 +314,6 @@ def _power(
         precision=precision,
         operator=info,
         bottom_on_range=False,
-    )
-
-
-def _floored(p: Eigenpairs, precision: float) -> Eigenpairs:
-    """Error bounds raised to the arithmetic floor (an iterative solver's own floor can be lower)."""
-    if not len(p):
-        return p
-    return Eigenpairs.build(
-        p.which,
-        p.eigenvalues,
-        p.residuals,
-        np.maximum(p.error_bounds, precision),
-        p.converged,
-        p.eigenvectors,
     )
 
 

@@ -27,54 +27,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
+from hessiankit.solvers.results import TraceResult
 
 __all__ = ["TraceResult", "hutch_plus_plus", "hutchinson", "trace"]
-
-
-@dataclass(frozen=True)
-class TraceResult:
-    """A trace estimate with its standard error.
-
-    Attributes:
-        trace: the estimate.
-        std_error: standard error of the estimate (0 when it is exact).
-        method: ``"hutchinson"`` or ``"hutch++"``.
-        num_products: operator products used.
-        num_probes: random probe vectors drawn.
-        dimension: operator dimension n.
-        seed: seed of the probes.
-        seconds: wall time.
-    """
-
-    trace: float
-    std_error: float
-    method: str
-    num_products: int
-    num_probes: int
-    dimension: int
-    seed: int
-    seconds: float
-
-    @property
-    def mean_eigenvalue(self) -> float:
-        """``trace / n``, the scalar that best replaces the operator by a multiple of I."""
-        return self.trace / self.dimension
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "trace": self.trace,
-            "trace_std_error": self.std_error,
-            "trace_method": self.method,
-            "trace_products": self.num_products,
-            "trace_probes": self.num_probes,
-        }
 
 
 def _rademacher(n: int, k: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:

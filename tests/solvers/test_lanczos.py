@@ -174,3 +174,21 @@ def test_a_bad_start_tensor_is_refused():
     for bad in (torch.ones(19), torch.zeros(20), torch.full((20,), float("nan"))):
         with pytest.raises(OperatorError, match="start"):
             lanczos(op, top=1, start=bad)
+
+
+@pytest.mark.parametrize(("p", "start"), [(5, "range"), (5, "random"), (1, "range"), (7, "range")])
+def test_default_budget_reaches_an_exhausted_space_whatever_the_start(p, start):
+    # n <= the default budget's cap: the start block must not eat the products the last
+    # Krylov block needs (n = 24 with p = 5 from a range start stopped at 20 + 4 vectors).
+    ev = np.concatenate([np.zeros(3), np.geomspace(1e-3, 2.0, 21)])
+    op = spectra.with_spectrum(ev, seed=9, psd=True)
+    r = lanczos(op, top=5, bottom=1, block_size=p, tol=1e-14, seed=0, start=start)
+    exact = np.sort(ev)
+    assert r.top.all_converged and r.bottom.all_converged
+    np.testing.assert_allclose(r.top.eigenvalues, exact[::-1][:5], rtol=1e-9)
+    smallest = exact[3] if r.range_start else exact[0]
+    np.testing.assert_allclose(r.bottom.eigenvalues, [smallest], rtol=1e-9, atol=1e-13)
+    assert r.num_products <= 24 + (p if r.range_start else 0)
+    if p == 5:  # converges only once the space is exhausted: the whole spectrum is exact
+        assert r.exhausted and r.basis_size == 24
+        np.testing.assert_allclose(r.ritz_values, exact, rtol=1e-9, atol=1e-13)

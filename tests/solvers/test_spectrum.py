@@ -8,15 +8,39 @@ import torch
 from solvers import spectra
 
 from hessiankit.errors import OperatorError
+from hessiankit.operators import MatrixOperator
 from hessiankit.solvers import condition_from_eigenvalues, dense_eigh, spectrum
+from hessiankit.solvers.policy import choose_method
 
 
-def test_auto_uses_dense_below_threshold_and_lanczos_above():
+def test_auto_dense_threshold_still_overrides_the_cost_rule():
     small = spectra.with_spectrum(spectra.distinct(50), seed=0)
     big = spectra.with_spectrum(spectra.distinct(300), seed=0)
     assert spectrum(small, top=2, bottom=1).method == "dense"
-    assert spectrum(big, top=2, bottom=1, dense_threshold=100).method == "lanczos"
+    r = spectrum(big, top=2, bottom=1, dense_threshold=100)
+    assert r.method == "lanczos" and "dense_threshold" in r.method_reason
     assert spectrum(big, top=2, bottom=1, dense_threshold=400).method == "dense"
+    assert spectrum(big, top=2, bottom=1, method="lanczos").method_reason == "lanczos: asked for"
+
+
+def test_policy_prices_the_routes():
+    op = spectra.with_spectrum(spectra.distinct(300), seed=0, psd=True)
+    # bottom >= 1: the Krylov budget covers the whole space, so dense is no dearer
+    c = choose_method(op, top=5, bottom=1)
+    assert c.method == "dense" and "no shorter" in c.reason
+    # top-only on a large operator with cheap products: a short Krylov run wins
+    big = MatrixOperator(torch.eye(3000, dtype=torch.float64), is_psd=True)
+    c = choose_method(big, top=1, bottom=0, product_seconds=1e-4)
+    assert c.method == "lanczos" and "ms per product" in c.reason
+    # with bottom the Krylov run is priced at 2 x 1,205 products and its eighs: slow products
+    # favour it, fast ones favour 3,000 products and one eigh
+    slow = choose_method(big, top=5, bottom=1, product_seconds=1.0)
+    assert slow.method == "lanczos"
+    fast = choose_method(big, top=5, bottom=1, product_seconds=1e-6)
+    assert fast.method == "dense"
+    # memory first: a matrix over the limit is never materialised
+    c = choose_method(big, top=5, bottom=1, max_dense_bytes=2**20)
+    assert c.method == "lanczos" and "max_dense_bytes" in c.reason
 
 
 @pytest.mark.parametrize("method", ["dense", "lanczos"])
