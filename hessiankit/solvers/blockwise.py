@@ -118,10 +118,9 @@ def blockwise_spectra(
         active = [i for i, it in enumerate(runs) if it.pending() is not None]
         if not active:
             break
-        restrict = getattr(op, "restrict", None) if own_parts else None
-        if callable(restrict) and len(active) < len(held):
+        if own_parts and op.can_restrict and len(active) < len(held):
             # Finished blocks would still cost a forward and backward per product: drop them.
-            current, held = restrict(active), active
+            current, held = op.restrict(active), active
         where = {i: sl for i, sl in zip(held, getattr(current, "parts", parts))}
         pending = [(i, X) for i in active if (X := runs[i].pending()) is not None]
         k = max(X.shape[1] for _, X in pending)
