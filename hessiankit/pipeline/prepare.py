@@ -13,7 +13,7 @@ Example:
     >>> p = prepare(data=DataOptions(dataset="synthetic", batch_size=8))
     >>> op = p.make(p.split.block(4))
     >>> op.dim, op.is_psd
-    (1290, True)
+    (170, True)
 """
 
 from __future__ import annotations
