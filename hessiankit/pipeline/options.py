@@ -109,6 +109,8 @@ class SolverOptions:
         seed: seed of random start vectors.
         rank_rtol: relative null threshold (default per operator).
         dense_threshold: ``method="auto"`` materialises operators up to this dimension.
+        block_size: Lanczos block size (default ``max(top, bottom)``, at most 32).
+        max_products: Lanczos product budget per block (default: the solver's).
         max_dense_bytes: what dense ``eigh`` may materialise (``None``: half the memory
             available, at most 4 GiB, :func:`hessiankit.resources.dense_budget_bytes`).
         max_basis_bytes: Lanczos basis budget: an int, ``None`` for no limit, or ``"auto"``
@@ -129,6 +131,8 @@ class SolverOptions:
     seed: int = 0
     rank_rtol: float | None = None
     dense_threshold: int = 1024
+    block_size: int | None = None
+    max_products: int | None = None
     max_dense_bytes: int | None = None
     max_basis_bytes: int | None | Literal["auto"] = "auto"
     gradient_start: bool = True

@@ -290,6 +290,8 @@ def _solve_together(
         tol=opts.tol,
         seed=opts.seed,
         rank_rtol=opts.rank_rtol,
+        block_size=opts.block_size,
+        max_products=opts.max_products,
         progress=step,
     )
     note = (
