@@ -20,7 +20,17 @@ from typing import Any, TextIO
 from hessiankit.cli import torchrun
 from hessiankit.pipeline import BlockResult, Progress
 
-__all__ = ["LogLines", "TerminalBars", "block_progress"]
+__all__ = ["LogLines", "TerminalBars", "block_progress", "log_line", "plain_lines"]
+
+
+def plain_lines(args: argparse.Namespace) -> bool:
+    """Whether progress goes to stderr as plain lines: not quiet, rank 0, not a terminal."""
+    return not getattr(args, "quiet", False) and torchrun.is_primary() and not sys.stderr.isatty()
+
+
+def log_line(text: str) -> None:
+    """One progress line on stderr, as :class:`LogLines` writes them."""
+    print(f"hessiankit: {text}", file=sys.stderr, flush=True)
 
 
 def block_progress(args: argparse.Namespace) -> Progress:

@@ -75,7 +75,7 @@ def blockwise_spectra(
         OperatorError: ``parts`` missing, empty or overlapping.
     """
     own_parts = parts is None  # only then do the operator's restrict() indices match ours
-    parts = list(parts if parts is not None else getattr(op, "parts", []))
+    parts = list(parts if parts is not None else (op.parts or []))
     if not parts:
         raise OperatorError(
             "give the diagonal blocks as parts=[slice, ...] (or use an operator with .parts)"
@@ -121,7 +121,8 @@ def blockwise_spectra(
         if own_parts and op.can_restrict and len(active) < len(held):
             # Finished blocks would still cost a forward and backward per product: drop them.
             current, held = op.restrict(active), active
-        where = {i: sl for i, sl in zip(held, getattr(current, "parts", parts))}
+        own = current.parts if own_parts and current.parts is not None else parts
+        where = {i: sl for i, sl in zip(held, own)}
         pending = [(i, X) for i in active if (X := runs[i].pending()) is not None]
         k = max(X.shape[1] for _, X in pending)
         V = torch.zeros((current.dim, k), dtype=torch.float64, device=op.device)
@@ -134,7 +135,6 @@ def blockwise_spectra(
         if progress is not None:
             progress(steps, len(active))
     seconds = time.perf_counter() - start
-    describe = getattr(op, "describe_part", None)
     dtype = str(op.dtype).replace("torch.", "")
     psd = op.is_psd is True
     out = []
@@ -163,7 +163,7 @@ def blockwise_spectra(
                 breakdowns=kr.breakdowns,
                 exhausted=kr.exhausted,
                 eigenvalues=kr.ritz_values if kr.exhausted else None,
-                operator=describe(i) if callable(describe) else {"part": i},
+                operator=op.describe_part(i),
                 bottom_on_range=kr.range_start and psd,
             )
         )
