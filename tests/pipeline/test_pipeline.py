@@ -163,3 +163,20 @@ def test_loss_top_starts_from_the_gradient() -> None:
         assert any("loss gradient" in n for n in runs[True].notes)
         assert not any("loss gradient" in n for n in runs[False].notes)
         assert runs[True].spectrum.num_products < runs[False].spectrum.num_products
+
+
+def test_a_binding_basis_budget_is_said_in_a_note(mlp_tanh) -> None:
+    # 79 weights; 0.0065 MiB holds 10 float64 vectors, 21 float32: the basis spills to float32
+    net, x, y = mlp_tanh
+    cap = hk.capture(net, x, y)
+    budget = int(0.0065 * 2**20)
+    opts = SolverOptions(top=3, bottom=1, method="lanczos", tol=1e-4, max_basis_bytes=budget)
+    [r] = run_blocks(block_operators(cap, kind="loss"), "model", opts)
+    s = r.spectrum
+    assert s.basis_dtype == "float32" and s.max_basis_bytes == budget
+    assert any("Lanczos basis was held within" in n and "float32" in n for n in r.notes)
+    ev = torch.linalg.eigvalsh(hk.LossHessian(cap, "model").to_dense()).numpy()
+    assert np.all(np.abs(s.top.eigenvalues - ev[::-1][:3]) <= s.top.error_bounds + 1e-12)
+    # without a binding budget: no note
+    [free] = run_blocks(block_operators(cap), [1], SolverOptions(top=2, method="lanczos"))
+    assert not any("held within" in n for n in free.notes)
