@@ -74,9 +74,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import hessiankit as hk  # noqa: E402
+from hessiankit.blocks import Block  # noqa: E402
 from hessiankit.operators.all_blocks import AllBlocksLocalHessian  # noqa: E402
-from hessiankit.solvers import hutchinson, lanczos  # noqa: E402
-from hessiankit.solvers.blockwise import blockwise_spectra  # noqa: E402
+from hessiankit.pipeline import SolverOptions, block_operators, run_blocks  # noqa: E402
+from hessiankit.solvers import hutchinson  # noqa: E402
 
 ANCHORS = ("pyhessian", "curvlinops", "eigenthings")
 FULL_TOP5 = "hessiankit full-model top-5"
@@ -206,12 +207,29 @@ def _hk_loss_op(s: Setup) -> hk.LossHessian:
     return hk.LossHessian(hk.capture(s.model, s.x, s.y, gradients=False), "model")
 
 
+def _weighted_blocks(cap: hk.BlockCapture) -> list[Block]:
+    return [
+        b for b in cap.split if any(cap.state.params[n].is_floating_point() for n in b.param_names)
+    ]
+
+
 def hk_run(task: str, s: Setup) -> Run:
+    # Every eigenvalue run goes through the library pipeline (hessiankit.pipeline.run_blocks),
+    # the path the CLI and the report take.
     if task in ("top1", "top10", "top5"):
         k = int(task[3:])
-        op = _hk_loss_op(s)
-        start = op.gradient() if s.hk_start == "gradient" else "auto"
-        r = lanczos(op, top=k, block_size=1, tol=s.rtol, seed=s.seed, start=start)
+        cap = hk.capture(s.model, s.x, s.y, gradients=False)
+        opts = SolverOptions(
+            top=k,
+            bottom=0,
+            method="lanczos",
+            tol=s.rtol,
+            seed=s.seed,
+            block_size=1,
+            gradient_start=s.hk_start == "gradient",
+        )
+        [res] = run_blocks(block_operators(cap, kind="loss"), "model", opts)
+        r = res.spectrum
         s.hk_products[task] = r.num_products
         return Run(
             r.top.eigenvalues.tolist(),
@@ -228,17 +246,28 @@ def hk_run(task: str, s: Setup) -> Run:
         op = _hk_loss_op(s)
         d = slq(op, num_probes=1, num_steps=s.steps, seed=s.seed)
         return Run([float(max(n.max() for n in d.nodes))], d.num_products)
-    if task in ("blocks", "blocks-top"):
-        op = AllBlocksLocalHessian(hk.capture(s.model, s.x, s.y, gradients=False))
-        rs = blockwise_spectra(
-            op,
+    if task in ("blocks", "blocks-top", "blocks-each"):
+        cap = hk.capture(s.model, s.x, s.y, gradients=False)
+        blocks = _weighted_blocks(cap)
+        opts = SolverOptions(
             top=5,
-            bottom=1 if task == "blocks" else 0,
+            bottom=0 if task == "blocks-top" else 1,
+            method="lanczos",
             tol=s.rtol,
             seed=s.seed,
             block_size=s.block_p,
             max_products=s.block_budget,
+            all_blocks="never" if task == "blocks-each" else "always",
+            clip=True,
         )
+        rs = [r.spectrum for r in run_blocks(block_operators(cap), blocks, opts)]
+        if task == "blocks-each":  # one LocalHessian (own graph) at a time
+            conv = all(r.top.all_converged and r.bottom.all_converged for r in rs)
+            return Run(
+                [float(r.top.eigenvalues[0]) for r in rs],
+                sum(r.num_products for r in rs),
+                extra={"converged": conv},
+            )
         return Run(
             [float(r.top.eigenvalues[0]) for r in rs],
             max(r.num_products for r in rs),
@@ -250,25 +279,6 @@ def hk_run(task: str, s: Setup) -> Run:
                 "top_converged": [bool(r.top.all_converged) for r in rs],
             },
         )
-    if task == "blocks-each":  # the same, one LocalHessian (own graph) at a time
-        cap = hk.capture(s.model, s.x, s.y, gradients=False)
-        tops, products, conv = [], 0, True
-        for b in cap.split:
-            if not any(cap.state.params[n].is_floating_point() for n in b.param_names):
-                continue
-            r = lanczos(
-                hk.LocalHessian(cap, b),
-                top=min(5, b.num_params),
-                bottom=1,
-                block_size=s.block_p,
-                tol=s.rtol,
-                seed=s.seed,
-                max_products=s.block_budget,
-            )
-            tops.append(float(r.top.eigenvalues[0]))
-            products += r.num_products
-            conv = conv and r.top.all_converged and r.bottom.all_converged
-        return Run(tops, products, extra={"converged": conv})
     raise KeyError(task)
 
 
@@ -561,9 +571,16 @@ def reference_top(
     deflated power iteration finds (the loss Hessian is indefinite).
     """
     cap = hk.capture(model, x, y, dtype=torch.float64)
-    r = lanczos(
-        hk.LossHessian(cap, "model"), top=k, bottom=k, block_size=1, tol=1e-9, seed=seed + 7
+    opts = SolverOptions(
+        top=k,
+        bottom=k,
+        method="lanczos",
+        block_size=1,
+        tol=1e-9,
+        seed=seed + 7,
+        gradient_start=False,  # the yardstick starts where no tool is favoured
     )
+    r = run_blocks(block_operators(cap, kind="loss"), "model", opts)[0].spectrum
     both = np.concatenate([r.top.eigenvalues, r.bottom.eigenvalues])
     lm = both[np.argsort(-np.abs(both), kind="stable")][:k]
     return {"LA": np.asarray(r.top.eigenvalues), "LM": lm}

@@ -24,6 +24,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import hessiankit as hk
+from hessiankit.pipeline import SolverOptions, block_operators, run_blocks
 from hessiankit.plots import plot_condition_vs_depth, save_figure
 from hessiankit.report import Report, analyse_blocks, run_settings, write_html, write_markdown
 
@@ -91,9 +92,8 @@ def main(out: Path) -> None:
     per_model = {}
     for label, model in models.items():
         c = hk.capture(model, xs, ys, bn="eval")
-        per_model[label] = [
-            hk.spectrum(hk.LocalHessian(c, b), top=1, bottom=1, seed=0) for b in c.split
-        ]
+        rows = run_blocks(block_operators(c), "all", SolverOptions(top=1, bottom=1, seed=0))
+        per_model[label] = [r.spectrum for r in rows]
     save_figure(
         plot_condition_vs_depth(per_model, title="weight local Hessian (Gauss-Newton), digits"),
         FIGS / "condition-vs-depth",

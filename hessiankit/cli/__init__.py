@@ -26,8 +26,9 @@ Write ``hessiankit/cli/<name>.py`` with four names::
     def run(args: argparse.Namespace) -> int: ...   # 0 on success
 
 reuse the shared options and helpers of :mod:`hessiankit.cli.common` (``add_model_arguments``,
-``add_data_arguments``, ``add_compute_arguments``, ``add_output_arguments``, ``open_model``,
-``load_batches``, ``prepare_json``/``emit_json``, ``progress``, ``format_table``), and add the
+``add_data_arguments``, ``add_compute_arguments``, ``add_output_arguments``, ``build_operators``
+and the ``*_options`` mappers onto :mod:`hessiankit.pipeline`, ``prepare_json``/``emit_json``,
+``progress``, ``format_table``) and :func:`hessiankit.cli.progress.block_progress`, and add the
 module name to :data:`COMMANDS` below. Raise :class:`~hessiankit.errors.HessiankitError` (or a
 subclass) for anything the user can fix: :func:`main` prints its one-line message and exits
 with status 2; other exceptions keep their traceback.

@@ -21,6 +21,7 @@ import argparse
 import time
 
 from hessiankit.cli import common, torchrun
+from hessiankit.cli.progress import log_line, plain_lines
 from hessiankit.cli.density import (
     add_density_arguments,
     check_output,
@@ -105,10 +106,14 @@ def run(args: argparse.Namespace) -> int:
     ):
         done = [0]
 
+        log = plain_lines(args)  # off a terminal: a line per stage, so a log shows progress
+
         def stage(message: str) -> None:
             outer(done[0], stages * len(chosen))
             outer.set_description(message)
             done[0] += 1
+            if log:
+                log_line(f"[{done[0]}/{stages * len(chosen)}] {message}")
             if inner.bar is not None:  # each stage counts its own products from zero
                 inner.bar.reset(total=None)
 

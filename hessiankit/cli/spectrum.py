@@ -18,13 +18,12 @@ rank when the whole spectrum is known, and the condition number on the range.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Literal
 
-from hessiankit.blocks import Block, BlockSplit
 from hessiankit.cli import common
-from hessiankit.cli.batches import Reporting
+from hessiankit.cli.progress import block_progress
 from hessiankit.errors import OperatorError
-from hessiankit.solvers import SpectrumResult, spectrum
+from hessiankit.pipeline import BlockResult, run_blocks
 
 NAME = "spectrum"
 HELP = "eigenvalues, residuals and condition number of a block's local Hessian"
@@ -59,31 +58,16 @@ def run(args: argparse.Namespace) -> int:
         raise OperatorError("ask for at least one eigenvalue: --top 1 or --bottom 1")
     prep = common.build_operators(args)
     info, data, loss = prep.info, prep.data, prep.loss
-    targets = _targets(prep.split, args.block)
-    records = []
-    with common.progress(
-        args, len(targets) if len(targets) > 1 else 0, "blocks", unit="block"
-    ) as outer:
-        for block in targets:
-            op = prep.make(block)
-            dense = args.method == "dense" or (args.method == "auto" and op.dim <= 1024)
-            with common.progress(args, None, f"block {block.index}", unit="product") as bar:
-                res = spectrum(
-                    Reporting(op, bar, op.dim if dense else None),
-                    top=args.top,
-                    bottom=args.bottom,
-                    method=args.method,
-                    tol=args.tol,
-                    seed=args.seed,
-                    max_dense_bytes=_dense_limit(),
-                    max_basis_bytes=common.max_basis_bytes(args),
-                )
-            records.append(_record(args, info, data, block, res, loss))
-            outer.update()
-    if len(targets) == 1 and args.block != "all":
+    blocks: Literal["all"] | list[str] = "all" if args.block == "all" else [args.block]
+    results = run_blocks(prep, blocks, common.solver_options(args), progress=block_progress(args))
+    records = [_record(args, info, data, r, loss) for r in results]
+    if len(records) == 1 and args.block != "all":
         _print_one(args, info, data, records[0])
     else:
         _print_all(args, info, data, records)
+    for r in results:
+        for n in r.notes:
+            common.note(args, f"block {r.index}: {n}" if len(results) > 1 else n)
     where = f" on rank 0 of {prep.world.size}" if prep.world.size > 1 else ""
     common.out(
         args,
@@ -94,37 +78,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _targets(split: BlockSplit, key: str) -> list[Block]:
-    if key == "all":
-        return list(split)
-    return [split.block(key)]
-
-
-def _dense_limit() -> int:
-    """Half the memory available now, at most 4 GiB: what ``--method dense`` may materialise."""
-    limit = 4 * 2**30
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    limit = min(limit, int(line.split()[1]) * 1024 // 2)
-    except OSError:
-        pass
-    return limit
-
-
 def _record(
     args: argparse.Namespace,
     info: common.ModelInfo,
     data: common.Batches,
-    block: Block,
-    res: SpectrumResult,
+    result: BlockResult,
     loss: str,
 ) -> dict[str, Any]:
-    d = res.to_dict()
+    d = result.spectrum.to_dict()
     d.update(
-        block=block.index,
-        name=block.name,
+        block=result.index,
+        name=result.name,
         wrt=args.wrt,
         kind=args.kind,
         eta=args.eta if args.kind == "exact" else None,
@@ -136,6 +100,7 @@ def _record(
         model_source=info.source,
         **{k: v for k, v in data.description.items()},
         **common.versions(),
+        notes=list(result.notes),
     )
     return d
 

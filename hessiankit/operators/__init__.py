@@ -2,6 +2,8 @@
 
 Scale: :class:`AllBlocksLocalHessian` (every block's product at once), :class:`DatasetOperator`
 (a data loader's batches weighted by size), :class:`AllReduceOperator` (torch.distributed).
+Composition: :class:`DirectSum` (block-diagonal, indexed by its blocks), :class:`Scaled`,
+:class:`Reporting` (observes every product).
 """
 
 from __future__ import annotations
@@ -12,19 +14,25 @@ from hessiankit.operators._engines import Backend
 from hessiankit.operators.all_blocks import AllBlocksLocalHessian
 from hessiankit.operators.base import MatrixOperator, SymmetricOperator, dense_memory_bytes
 from hessiankit.operators.dataset import DatasetOperator
+from hessiankit.operators.direct_sum import DirectSum
 from hessiankit.operators.distributed import AllReduceOperator, is_rank_zero
 from hessiankit.operators.local import Kind, LocalHessian, Wrt, check_kind
 from hessiankit.operators.loss import LossHessian
+from hessiankit.operators.observed import Reporting
+from hessiankit.operators.scaled import Scaled
 
 __all__ = [
     "AllBlocksLocalHessian",
     "AllReduceOperator",
     "Backend",
     "DatasetOperator",
+    "DirectSum",
     "Kind",
     "LocalHessian",
     "LossHessian",
     "MatrixOperator",
+    "Reporting",
+    "Scaled",
     "SymmetricOperator",
     "Wrt",
     "dense_memory_bytes",

@@ -15,6 +15,8 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -34,7 +36,19 @@ class SymmetricOperator(ABC):
     """A symmetric linear map ``R^dim -> R^dim`` known through products.
 
     Subclasses implement :meth:`_matmat`; this base casts inputs, checks shapes and counts
-    products (one per column).
+    products (one per column). What solvers, reports and wrappers may ask of any operator is
+    declared here with a default, so no caller has to probe for it:
+
+    * :meth:`describe` - what the operator is, for reports and JSON (default ``{}``);
+    * :attr:`parts` - the diagonal blocks as slices when the operator is block-diagonal
+      ``diag(A_1, ..., A_B)`` (default ``None``: not known to be), with :meth:`describe_part`
+      and :meth:`restrict` (a block-diagonal operator on a subset of its blocks; default:
+      not supported, :attr:`can_restrict` is ``False``);
+    * :attr:`capture` - the recorded batch the operator is built on (default ``None``);
+    * :attr:`num_samples` - how many samples the operator averages over (default: the
+      capture's batch size, ``None`` without a capture);
+    * :attr:`batch_dependent` - whether the operator depends on how samples are grouped
+      into batches (default: batch norm in train mode in the capture's model).
 
     Attributes:
         dim: dimension n.
@@ -46,6 +60,12 @@ class SymmetricOperator(ABC):
     """
 
     is_psd: bool | None = None
+    #: the recorded batch (a :class:`~hessiankit.blocks.BlockCapture`) the operator is built
+    #: on; ``None``: not one capture's operator. Typed ``Any`` so the operators that set it in
+    #: ``__init__`` keep their own narrower type.
+    capture: Any = None
+    #: the diagonal blocks as disjoint slices of ``range(dim)`` (``None``: not block-diagonal).
+    parts: tuple[slice, ...] | None = None
 
     def __init__(self, dim: int, dtype: torch.dtype, device: torch.device) -> None:
         self.dim = int(dim)
@@ -56,6 +76,42 @@ class SymmetricOperator(ABC):
     @property
     def shape(self) -> tuple[int, int]:
         return (self.dim, self.dim)
+
+    @property
+    def num_samples(self) -> int | None:
+        """Samples the operator averages over: the capture's batch size by default."""
+        return None if self.capture is None else int(self.capture.batch_size)
+
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether the operator depends on how the samples are grouped into batches: by
+        default, batch norm in train mode (batch statistics) in the capture's model."""
+        cap = self.capture
+        return cap is not None and cap.bn == "train" and any(b.has_bn for b in cap.split)
+
+    @property
+    def can_restrict(self) -> bool:
+        """Whether :meth:`restrict` works: the subclass implements it."""
+        return type(self).restrict is not SymmetricOperator.restrict
+
+    def describe(self) -> dict[str, object]:
+        """What this operator is, for reports and JSON (default: nothing known)."""
+        return {}
+
+    def describe_part(self, i: int) -> dict[str, object]:
+        """What diagonal block ``i`` of :attr:`parts` is (default ``{"part": i}``)."""
+        return {"part": i}
+
+    def restrict(self, indices: Sequence[int]) -> SymmetricOperator:
+        """The operator on a subset of its diagonal blocks (positions in :attr:`parts`).
+
+        Raises:
+            OperatorError: the operator cannot drop blocks (see :attr:`can_restrict`).
+        """
+        raise OperatorError(
+            f"{type(self).__name__} cannot be restricted to some of its blocks; "
+            "use an operator with can_restrict (e.g. AllBlocksLocalHessian)"
+        )
 
     @abstractmethod
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:

@@ -127,7 +127,7 @@ class DatasetOperator(SymmetricOperator):
         self.loss_fn = loss_fn
         self.capture_dtype = dtype
         self.keep_graphs = bool(keep_graphs)
-        self.batch_dependent = batch_dependent(self.split, self.bn)
+        self._batch_dependent = batch_dependent(self.split, self.bn)
         ops: list[SymmetricOperator] = []
         sizes: list[int] = []
         first: SymmetricOperator | None = None
@@ -142,7 +142,7 @@ class DatasetOperator(SymmetricOperator):
             sizes.append(m)
             if self.keep_graphs:
                 ops.append(op)
-            if self.batch_dependent and len(sizes) > 1:
+            if self._batch_dependent and len(sizes) > 1:
                 raise DataError(
                     "batch norm in train mode couples the samples of a batch, so a result over "
                     "several batches would depend on how the data was split; use bn='eval', or "
@@ -151,15 +151,22 @@ class DatasetOperator(SymmetricOperator):
         if first is None:
             raise DataError("the data loader yielded no batch; give at least one sample")
         self.batch_sizes: tuple[int, ...] = tuple(sizes)
-        self.num_samples = sum(sizes)
+        self._num_samples = sum(sizes)
         self._ops = ops
         self._first = first
         super().__init__(first.dim, first.dtype, first.device)
         self.is_psd = first.is_psd
-        parts = getattr(first, "parts", None)
-        if parts is not None:
-            self.parts = parts
-            self.describe_part = self._describe_part
+        self.parts = first.parts
+
+    @property
+    def num_samples(self) -> int:
+        """N, the number of samples swept."""
+        return self._num_samples
+
+    @property
+    def batch_dependent(self) -> bool:
+        """Batch norm in train mode: such an operator only exists for a single batch."""
+        return self._batch_dependent
 
     def _sweep(self) -> Iterable[tuple[SymmetricOperator, int]]:
         for batch in self.data:
@@ -194,13 +201,12 @@ class DatasetOperator(SymmetricOperator):
             )
         return out
 
-    def _describe_part(self, i: int) -> dict[str, object]:
-        info = dict(self._first.describe_part(i))  # type: ignore[attr-defined]
+    def describe_part(self, i: int) -> dict[str, object]:
+        info = dict(self._first.describe_part(i))
         info.update(batch_size=self.num_samples, num_batches=len(self.batch_sizes))
         return info
 
     def describe(self) -> dict[str, object]:
-        describe = getattr(self._first, "describe", None)
-        info = dict(describe()) if callable(describe) else {}
+        info = dict(self._first.describe())
         info.update(batch_size=self.num_samples, num_batches=len(self.batch_sizes))
         return info

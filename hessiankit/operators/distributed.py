@@ -48,22 +48,13 @@ def is_rank_zero() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def _batch_dependent(op: SymmetricOperator) -> bool:
-    flag = getattr(op, "batch_dependent", None)
-    if flag is not None:
-        return bool(flag)
-    cap = getattr(op, "capture", None)
-    return cap is not None and cap.bn == "train" and any(b.has_bn for b in cap.split)
-
-
 def _num_samples(op: SymmetricOperator) -> int:
-    for attr in ("num_samples", "batch_size"):
-        n = getattr(op, attr, None)
-        if n is not None:
-            return int(n)
-    raise OperatorError(
-        "the local operator does not say how many samples it averages; pass num_samples="
-    )
+    n = op.num_samples
+    if n is None:
+        raise OperatorError(
+            "the local operator does not say how many samples it averages; pass num_samples="
+        )
+    return int(n)
 
 
 class AllReduceOperator(SymmetricOperator):
@@ -71,7 +62,7 @@ class AllReduceOperator(SymmetricOperator):
 
     Args:
         local: this rank's operator (a mean over its own samples).
-        num_samples: ``N_r`` (default: ``local.num_samples`` or ``local.batch_size``).
+        num_samples: ``N_r`` (default: ``local.num_samples``, a capture's batch size).
         group: process group (default: the world).
 
     Raises:
@@ -97,7 +88,7 @@ class AllReduceOperator(SymmetricOperator):
         self.group = group
         self.world_size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
-        if self.world_size > 1 and _batch_dependent(local):
+        if self.world_size > 1 and local.batch_dependent:
             raise DataError(
                 "batch norm in train mode couples the samples of a batch, so a result over "
                 "several ranks would depend on how the data was sharded; use bn='eval'"
@@ -115,17 +106,26 @@ class AllReduceOperator(SymmetricOperator):
             raise OperatorError(
                 "the ranks' operators differ in dimension; give every rank the same model and block"
             )
-        self.num_samples = int(counts[0])
+        self._num_samples = int(counts[0])
         self.local_samples = n_local
-        if self.num_samples <= 0:
+        if self._num_samples <= 0:
             raise DataError("no rank holds any sample; give every rank a shard of the data")
-        self._weight = n_local / self.num_samples
+        self._weight = n_local / self._num_samples
         super().__init__(local.dim, local.dtype, local.device)
         self.is_psd = local.is_psd
-        parts = getattr(local, "parts", None)
-        if parts is not None:
-            self.parts = parts
-            self.describe_part = local.describe_part  # type: ignore[attr-defined]
+        self.parts = local.parts
+
+    @property
+    def num_samples(self) -> int:
+        """N, the samples of all ranks together."""
+        return self._num_samples
+
+    @property
+    def batch_dependent(self) -> bool:
+        return self.local.batch_dependent
+
+    def describe_part(self, i: int) -> dict[str, object]:
+        return self.local.describe_part(i)
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         out = self.local.matmat(V) * self._weight
@@ -133,7 +133,6 @@ class AllReduceOperator(SymmetricOperator):
         return out
 
     def describe(self) -> dict[str, object]:
-        describe = getattr(self.local, "describe", None)
-        info = dict(describe()) if callable(describe) else {}
+        info = dict(self.local.describe())
         info.update(batch_size=self.num_samples, world_size=self.world_size)
         return info

@@ -32,12 +32,12 @@ from hessiankit._version import __version__
 from hessiankit.blocks.capture import BlockCapture
 from hessiankit.blocks.split import Block
 from hessiankit.errors import OperatorError
-from hessiankit.operators import hessian_operator
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.operators.local import Kind, Wrt
+from hessiankit.pipeline import Progress, SolverOptions, block_operators, select_blocks, solve_one
 from hessiankit.solvers.results import SpectrumResult
 from hessiankit.solvers.slq import SpectralDensity, slq
-from hessiankit.solvers.spectrum import Method, spectrum
+from hessiankit.solvers.spectrum import Method
 from hessiankit.solvers.trace import TraceResult, trace
 
 __all__ = ["BlockAnalysis", "Report", "analyse_blocks", "run_settings"]
@@ -173,7 +173,7 @@ def analyse_blocks(
         seed: seed of every random draw (the same for each block).
         progress: called with a short message before each stage (3 per block).
         product_progress: called as ``(products_used, budget)`` inside each stage.
-        options: further keyword arguments for :func:`hessiankit.spectrum`.
+        options: ``rank_rtol`` and ``dense_threshold`` for :func:`hessiankit.spectrum`.
         make_operator: builds a block's operator instead of ``hessian_operator(capture, block,
             wrt=wrt, kind=kind, eta=eta)`` (e.g. an average over several batches).
 
@@ -181,36 +181,28 @@ def analyse_blocks(
         BlockError: an unknown block.
         OperatorError: an operator that cannot be built with these options.
     """
-    chosen: list[Block] = (
-        list(capture.split) if blocks == "all" else [capture.split.block(b) for b in blocks]
-    )
-    if not chosen:
-        raise OperatorError("no blocks to analyse; pass --blocks all or block numbers")
+    ops = block_operators(capture, wrt=wrt, kind=kind, eta=eta)
+    chosen = select_blocks(capture.split, blocks)
     extra: dict[str, Any] = dict(options or {})
+    unknown = set(extra) - {"rank_rtol", "dense_threshold"}
+    if unknown:
+        raise OperatorError(
+            f"unknown spectrum option(s) {sorted(unknown)}; use rank_rtol or dense_threshold"
+        )
+    solver = SolverOptions(
+        top=top, bottom=bottom, method=method, tol=tol, seed=seed, clip=True, **extra
+    )
+    products = _Products(product_progress)
     out = []
     for blk in chosen:
-        op: SymmetricOperator = (
-            hessian_operator(capture, blk, wrt=wrt, kind=kind, eta=eta)
-            if make_operator is None
-            else make_operator(blk)
-        )
+        op: SymmetricOperator = ops.make(blk) if make_operator is None else make_operator(blk)
 
         def say(stage: str, b: Block = blk) -> None:
             if progress is not None:
                 progress(f"block {b.index} ({b.name}): {stage}")
 
         say(f"spectrum (dimension {op.dim})")
-        k_top, k_bot = min(top, op.dim), min(bottom, op.dim)
-        spec = spectrum(
-            op,
-            top=k_top,
-            bottom=k_bot,
-            method=method,
-            tol=tol,
-            seed=seed,
-            progress=product_progress,
-            **extra,
-        )
+        spec = solve_one(blk, op, solver, kind=kind, progress=products).spectrum
         say("trace")
         tr = trace(op, method=trace_method, num_products=trace_products, seed=seed)
         warnings = _warnings(spec)
@@ -235,6 +227,17 @@ def analyse_blocks(
             BlockAnalysis(blk.index, blk.name, spec, tr, dens, _modules(capture, blk), warnings)
         )
     return tuple(out)
+
+
+class _Products(Progress):
+    """Hands the spectrum's products to ``product_progress(done, total)``."""
+
+    def __init__(self, report: Callable[[int, int], None] | None) -> None:
+        self.report = report
+
+    def products(self, done: int, total: int | None) -> None:
+        if self.report is not None:
+            self.report(done, total or 0)
 
 
 #: a smallest nonzero eigenvalue closer than this factor to the null threshold is suspect

@@ -77,7 +77,7 @@ def blockwise_spectra(
         OperatorError: ``parts`` missing, empty or overlapping.
     """
     own_parts = parts is None  # only then do the operator's restrict() indices match ours
-    parts = list(parts if parts is not None else getattr(op, "parts", []))
+    parts = list(parts if parts is not None else (op.parts or []))
     if not parts:
         raise OperatorError(
             "give the diagonal blocks as parts=[slice, ...] (or use an operator with .parts)"
@@ -115,11 +115,11 @@ def blockwise_spectra(
         active = [i for i, it in enumerate(runs) if it.pending() is not None]
         if not active:
             break
-        restrict = getattr(op, "restrict", None) if own_parts else None
-        if callable(restrict) and len(active) < len(held):
+        if own_parts and op.can_restrict and len(active) < len(held):
             # Finished blocks would still cost a forward and backward per product: drop them.
-            current, held = restrict(active), active
-        where = {i: sl for i, sl in zip(held, getattr(current, "parts", parts))}
+            current, held = op.restrict(active), active
+        own = current.parts if own_parts and current.parts is not None else parts
+        where = {i: sl for i, sl in zip(held, own)}
         pending = [(i, X) for i in active if (X := runs[i].pending()) is not None]
         k = max(X.shape[1] for _, X in pending)
         V = torch.zeros((current.dim, k), dtype=torch.float64, device=op.device)
@@ -132,7 +132,6 @@ def blockwise_spectra(
         if progress is not None:
             progress(steps, len(active))
     seconds = time.perf_counter() - start
-    describe = getattr(op, "describe_part", None)
     psd = op.is_psd is True
     return [
         from_krylov(
@@ -144,7 +143,7 @@ def blockwise_spectra(
             tol=tol,
             num_products=it.products,
             seconds=seconds,
-            operator=describe(i) if callable(describe) else {"part": i},
+            operator=op.describe_part(i),
         )
         for i, it in enumerate(runs)
     ]

@@ -271,7 +271,6 @@ def slq(
     nonzero = np.abs(all_t) > thr
     linear = _curve("linear", all_t, all_w, m, sigma, grid_size)
     log = _curve("log", np.log10(np.abs(all_t[nonzero])), all_w[nonzero], m, log_sigma, grid_size)
-    describe = getattr(op, "describe", None)
     return SpectralDensity(
         nodes=tuple(nodes),
         weights=tuple(weights),
@@ -288,7 +287,7 @@ def slq(
         dtype=str(op.dtype).replace("torch.", ""),
         num_products=op.num_products - before,
         seconds=time.perf_counter() - start,
-        operator=describe() if callable(describe) else {},
+        operator=op.describe(),
     )
 
 

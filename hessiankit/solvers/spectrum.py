@@ -140,8 +140,7 @@ def spectrum(
             f"method 'dense' needs {dense_memory_bytes(n) / 2**30:.1f} GiB for dimension {n}, "
             f"over the {max_dense_bytes / 2**30:.1f} GiB limit; use method 'lanczos'"
         )
-    describe = getattr(op, "describe", None)
-    info = describe() if callable(describe) else {}
+    info = op.describe()
     res: SpectrumResult
     if method == "dense":
         auto = rank_rtol is None

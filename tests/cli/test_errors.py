@@ -192,12 +192,12 @@ def test_default_data_falls_back_with_a_note(
 
 
 def test_internal_errors_keep_their_traceback(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hessiankit.cli.spectrum as spectrum_cmd
+    import hessiankit.pipeline.solve as solve  # where every command's per-block solve calls spectrum()
 
     def boom(*a: object, **k: object) -> None:
         raise ZeroDivisionError("a bug")
 
     monkeypatch.chdir(files)
-    monkeypatch.setattr(spectrum_cmd, "spectrum", boom)
+    monkeypatch.setattr(solve, "spectrum", boom)
     with pytest.raises(ZeroDivisionError):
         main(["spectrum", "mlp.pt", "--data", "d.pt"])

@@ -31,3 +31,24 @@ def test_progress_bar_visibility(
         time.sleep(1.05)
         bar(60, 100)
     assert ("block 1" in stream.getvalue() and "60/100" in stream.getvalue()) is shown
+
+
+def test_block_progress_bars_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hessiankit.cli.progress import LogLines, TerminalBars, block_progress
+    from hessiankit.pipeline import Progress
+
+    stream = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    obs = block_progress(argparse.Namespace(quiet=False))
+    assert isinstance(obs, TerminalBars)
+    obs.begin(2)
+    obs.block_started("block 1 (features.0)", 100, 100)
+    obs.products(10, 100)
+    assert stream.getvalue() == ""  # the one-second delay
+    time.sleep(1.05)
+    obs.products(60, 100)
+    obs.end()
+    assert "block 1 (features.0)" in stream.getvalue() and "60/100" in stream.getvalue()
+    assert type(block_progress(argparse.Namespace(quiet=True))) is Progress  # silent
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert isinstance(block_progress(argparse.Namespace(quiet=False)), LogLines)

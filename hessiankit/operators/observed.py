@@ -1,0 +1,85 @@
+"""An operator that reports its products as they happen (progress bars, logs).
+
+:class:`Reporting` is the operator it wraps, product for product; after every product it calls
+``report(products_so_far, total)``, so progress shows for every solver, the dense one
+included (its total is the dimension: it multiplies by the identity's columns).
+
+Example:
+    >>> import torch
+    >>> from hessiankit.operators import MatrixOperator
+    >>> from hessiankit.operators.observed import Reporting
+    >>> seen = []
+    >>> A = Reporting(MatrixOperator(torch.eye(3, dtype=torch.float64)),
+    ...               lambda done, total: seen.append((done, total)), 3)
+    >>> _ = A.to_dense(chunk=2)
+    >>> seen
+    [(2, 3), (3, 3)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from hessiankit.operators.base import SymmetricOperator
+
+__all__ = ["Reporting"]
+
+
+class Reporting(SymmetricOperator):
+    """``op`` itself, calling ``report(products_so_far, total)`` after every product.
+
+    Everything the operator declares (``describe``, ``parts``, ``capture``, ``num_samples``,
+    ``batch_dependent``, ``restrict``) is that of ``op``; a restricted copy keeps counting
+    from where this one is.
+
+    Args:
+        op: the operator.
+        report: the observer.
+        total: the expected number of products, when known (passed on to ``report``).
+    """
+
+    def __init__(
+        self,
+        op: SymmetricOperator,
+        report: Callable[[int, int | None], None],
+        total: int | None = None,
+        *,
+        offset: int = 0,
+    ) -> None:
+        super().__init__(op.dim, op.dtype, op.device)
+        self.op = op
+        self.is_psd = op.is_psd
+        self.parts = op.parts
+        self.capture = op.capture
+        self.report = report
+        self.total = total
+        self._offset = offset
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        out = self.op.matmat(V)
+        self.report(self._offset + self.num_products + V.shape[1], self.total)
+        return out
+
+    @property
+    def num_samples(self) -> int | None:
+        return self.op.num_samples
+
+    @property
+    def batch_dependent(self) -> bool:
+        return self.op.batch_dependent
+
+    @property
+    def can_restrict(self) -> bool:
+        return self.op.can_restrict
+
+    def restrict(self, indices: Sequence[int]) -> Reporting:
+        inner = self.op.restrict(indices)
+        return Reporting(inner, self.report, self.total, offset=self._offset + self.num_products)
+
+    def describe(self) -> dict[str, object]:
+        return dict(self.op.describe())
+
+    def describe_part(self, i: int) -> dict[str, object]:
+        return dict(self.op.describe_part(i))
