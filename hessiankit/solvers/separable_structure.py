@@ -126,10 +126,11 @@ _ADD_FUNCTIONS: set[object] = {operator.add, torch.add}
 
 @dataclass(frozen=True, eq=False)
 class PostStep:
-    """One per-channel step after the weighted layer: ``"bn"``, ``"module"`` (stateless),
-    ``"function"`` (an element-wise call or a flatten) or ``"identity"``."""
+    """One per-channel step after the weighted layer: ``"bn"``, ``"module"`` (stateless:
+    activation or pooling), ``"function"`` (an element-wise call), ``"flatten"`` (of
+    (channels, positions) per sample) or ``"identity"``."""
 
-    kind: Literal["bn", "module", "function", "identity"]
+    kind: Literal["bn", "module", "function", "identity", "flatten"]
     module: nn.Module | None = None
     name: str = ""
     call: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -363,7 +364,7 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
                 fl: nn.Flatten = mod  # type: ignore[assignment]
                 if flat or fl.start_dim != 1 or fl.end_dim not in (-1, ndim - 1):
                     return f"{name} does not flatten (channels, positions) per sample"
-                steps.append(PostStep("module", mod, name))
+                steps.append(PostStep("flatten", mod, name))
                 flat = True
             else:
                 return f"{name} ({kind.__name__}) may mix channels or has unknown behaviour"
@@ -372,7 +373,7 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
             steps.append(PostStep("function", None, n.name, _node_call(n)))
             chain.append(str(getattr(n.target, "__name__", n.target)))
         elif _is_flatten_call(n) and not flat:
-            steps.append(PostStep("function", None, n.name, _node_call(n)))
+            steps.append(PostStep("flatten", None, n.name))
             chain.append("flatten")
             flat = True
         else:
