@@ -96,12 +96,12 @@ def main() -> None:
     cap = hk.capture(net, x, y, bn=args.bn, dtype=torch.float64, gradients=False)
     print(
         f"VGG13-BN width {args.width}: {len(cap.split)} blocks, batch {args.batch_size}, "
-        f"float64, bn={args.bn}, {torch.get_num_threads()} threads; "
+        f"float64, bn={args.bn}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}; "
         f"capture {time.perf_counter() - t0:.1f} s"
     )
     head = (
         f"{'blk':>3} {'dim':>9} {'route':>8} {'P x d':>11} {'r':>6} {'prod':>6} {'rank':>9} "
-        f"{'nullity':>8} {'kappa':>10} {'conv':>5} {'sec':>7} {'peakGiB':>7}"
+        f"{'nullity':>8} {'kappa':>10} {'conv':>5} {'sec':>7} {'cpu_s':>7} {'peakGiB':>7}"
     )
     print(head)
     rows = []
@@ -110,7 +110,7 @@ def main() -> None:
     mem = PeakRSS()
     for b in block_list(args.blocks, len(cap.split)):
         mem.start()
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         op = hk.LocalHessian(cap, b)
         s, why = separability(op)
         if s is None:
@@ -121,6 +121,7 @@ def main() -> None:
         r = separable_spectrum(op, top=args.top, structure=s, max_bytes=max_bytes, route=args.route)
         products = op.num_products  # the probe's few products included
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu0
         peak = mem.stop() / 2**30
         c = r.condition
         route = r.method.replace("separable-", "")
@@ -128,7 +129,7 @@ def main() -> None:
         print(
             f"{b:>3} {r.dimension:>9} {route:>8} {f'{s.num_parts}x{s.part_size}':>11} "
             f"{s.out_part_size or 0:>6} {products:>6} {c.rank:>9} {c.nullity:>8} "
-            f"{kappa:>10} {str(c.converged):>5} {seconds:>7.1f} {peak:>7.2f}",
+            f"{kappa:>10} {str(c.converged):>5} {seconds:>7.1f} {cpu:>7.1f} {peak:>7.2f}",
             flush=True,
         )
         rows.append(
@@ -150,6 +151,7 @@ def main() -> None:
                 "lambda_min_nonzero": c.lambda_min_nonzero,
                 "precision": r.precision,
                 "seconds": seconds,
+                "cpu_seconds": cpu,
                 "seconds_structure_and_solve": r.seconds,
                 "peak_rss_gib": peak,
                 "costs": {k: v.__dict__ for k, v in costs.items()},
@@ -157,7 +159,9 @@ def main() -> None:
         )
         del op, r
     elapsed = time.perf_counter() - total
-    print(f"total {elapsed:.1f} s")
+    print(
+        f"total {elapsed:.1f} s wall, {time.process_time():.1f} s CPU; load average {os.getloadavg()}"
+    )
     if args.json is not None:
         args.json.write_text(json.dumps({"blocks": rows, "seconds": elapsed}, indent=1))
 

@@ -250,3 +250,27 @@ def test_vgg_small_every_block() -> None:
         op = hk.LocalHessian(cap, b)
         r = separable_spectrum(op, top=2)
         check_against_dense(op, r)
+
+
+def test_grouped_conv_is_separable_without_the_factored_route() -> None:
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
+    cap = hk.capture(randomise_bn(net.double(), 5), data(3, (4, 5, 5)), bn="train")
+    op = hk.LocalHessian(cap, 1)
+    s = find_separable_structure(op)
+    assert s is not None and s.factored is None and s.part_size == 2 * 9 + 1 + 2
+    r = separable_spectrum(op, top=2, structure=s)
+    assert r.method in ("separable-primal", "separable-dual")
+    check_against_dense(op, r)
+
+
+def test_progress_counts_parts_and_linear_on_sequences_is_refused() -> None:
+    net = conv_net(True, nn.ReLU, nn.MaxPool2d(2), True)
+    op = hk.LocalHessian(hk.capture(net, data(), bn="train"), 1)
+    seen: list[tuple[int, int]] = []
+    separable_spectrum(op, top=1, progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (3, 3)
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(4, 3), nn.Tanh()).double()
+    s, why = separability(hk.LocalHessian(hk.capture(seq, data(2, (5, 4))), 1))
+    assert s is None and "3-d input" in why
