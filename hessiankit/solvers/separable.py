@@ -75,7 +75,8 @@ class RouteCost:
         route: ``"primal"``, ``"dual"`` or ``"jacobian"``.
         available: whether the route applies to this operator.
         products: operator products (columns), probe excluded; 0 for ``"jacobian"``.
-        jvp_columns: forward-mode columns of the per-channel steps (``"jacobian"`` only).
+        jvp_columns: forward-mode columns of the per-channel steps, d per group of channels
+            (``"jacobian"`` only; a column's cost is proportional to the channels in its group).
         side: size of each block that goes to ``eigvalsh`` (d or r).
         passes: groups of parts formed one after another to stay within ``max_bytes``.
         bytes: peak working memory (float64 blocks, one group's Jacobians, product chunk).
@@ -142,7 +143,8 @@ def estimate_cost(
         )
     else:
         side = min(d, r)
-        u_bytes = fb.x.numel() * _F64 * (d if fb.x.ndim > 2 else 1)
+        # U: the unfolded input patches, (m, weights per filter, *positions); x for Linear.
+        u_bytes = (fb.y[:, 0].numel() * d if fb.x.ndim > 2 else fb.x.numel()) * _F64
         per = (r * d + 3 * side * side) * _F64
         fixed = u_bytes + max_bytes // 4
         q = _group_size(per, fixed, max_bytes, P)
