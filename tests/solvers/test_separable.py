@@ -274,3 +274,22 @@ def test_progress_counts_parts_and_linear_on_sequences_is_refused() -> None:
     seq = nn.Sequential(nn.Linear(4, 3), nn.Tanh()).double()
     s, why = separability(hk.LocalHessian(hk.capture(seq, data(2, (5, 4))), 1))
     assert s is None and "3-d input" in why
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_blocks_of_the_reported_pairs_are_formed_again_when_not_kept(
+    route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hessiankit.solvers import separable as sep
+
+    add = sep._Accumulator.add
+
+    def forgetful(self: sep._Accumulator, idx: torch.Tensor, M: torch.Tensor) -> None:
+        add(self, idx, M)
+        self.cache.clear()
+
+    monkeypatch.setattr(sep._Accumulator, "add", forgetful)
+    net = conv_net(True, nn.Tanh, nn.MaxPool2d(2), True)
+    op = hk.LocalHessian(hk.capture(net, data(), bn="train"), 1)
+    r = separable_spectrum(op, top=3, bottom=2, route=route)  # type: ignore[arg-type]
+    check_against_dense(op, r)
