@@ -18,8 +18,13 @@ statistics) sample i's output depends on sample i's input only, and ``H_z = \big
 Detection takes two independent checks, both must pass:
 
 * *module rules*: the block's traced graph is a chain of module types known to keep the parts
-  apart (listed below); anything else (a second weighted layer, a channel-mixing op, a custom
-  module, batch norm in train mode for the input) is refused with the reason;
+  apart. Channels: one ``Conv1d/2d/3d`` or ``Linear`` (on ``(samples, features)``) after
+  parameter-free steps, then only ``BatchNorm1d/2d/3d`` of its channels, element-wise
+  activations (ReLU, tanh, GELU, ...), dropout/identity, max/average/adaptive pooling of the
+  matching rank, and one flatten of (channels, positions). Samples: those modules anywhere, any
+  number of conv/linear layers, layer/group/instance norm, residual additions, batch norm with
+  running statistics only. Anything else (a second weighted layer for channels, a channel-mixing
+  op, a custom module, batch norm in train mode for the input) is refused with the reason;
 * *a numerical probe*: random tangents supported on a few single parts (the first, the middle,
   the last) must give products supported on the same parts, to rounding.
 
