@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -134,6 +135,7 @@ class LocalHessian(SymmetricOperator):
 
             scale = 1.0
         self._primal_names = names if wrt == "weights" else ["input"]
+        self._function, self._primals, self._scale = f, primals, scale
         dim = sum(p.numel() for p in primals)
         super().__init__(dim, state.dtype, primals[0].device)
         if kind == "gauss-newton":
@@ -154,6 +156,11 @@ class LocalHessian(SymmetricOperator):
     def primal_names(self) -> list[str]:
         """Names of the tensors a vector is made of, in order (parameter names or ``input``)."""
         return list(self._primal_names)
+
+    def block_function(self) -> tuple[Callable[..., torch.Tensor], list[torch.Tensor], float]:
+        """``(F, point, c)``: the block as a function of the variables (one tensor per
+        :attr:`primal_names` entry), the point, and the c of the Gauss-Newton part ``c J^T J``."""
+        return self._function, list(self._primals), self._scale
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self._engine.matmat(V)
