@@ -263,9 +263,12 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, per_block: bool = False)
     )
     p.add_argument(
         "--method",
-        choices=("auto", "lanczos", "power", "dense"),
+        choices=("auto", "lanczos", "power", "dense", "separable"),
         default="auto",
-        help="auto (default): dense eigh up to dimension 1024, else block Lanczos",
+        help="auto (default): the exact structured route for a separable block (per-channel or "
+        "per-sample Gram matrices) when the smallest eigenvalue is asked for, else dense eigh "
+        "where it is cheaper than a Krylov run, else block Lanczos; separable: that route or an "
+        "error",
     )
     p.add_argument(
         "--tol",

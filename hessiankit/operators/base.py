@@ -90,6 +90,13 @@ class SymmetricOperator(ABC):
         return cap is not None and cap.bn == "train" and any(b.has_bn for b in cap.split)
 
     @property
+    def observed(self) -> SymmetricOperator:
+        """The operator whose products this one returns unchanged (itself, unless this is an
+        observer such as :class:`~hessiankit.operators.observed.Reporting`): what structure
+        detection looks at."""
+        return self
+
+    @property
     def can_restrict(self) -> bool:
         """Whether :meth:`restrict` works: the subclass implements it."""
         return type(self).restrict is not SymmetricOperator.restrict

@@ -159,6 +159,12 @@ class DatasetOperator(SymmetricOperator):
         self.parts = first.parts
 
     @property
+    def first_batch(self) -> SymmetricOperator:
+        """The first batch's operator: every batch's operator has its variables and its
+        block structure (what structure detection looks at)."""
+        return self._first
+
+    @property
     def num_samples(self) -> int:
         """N, the number of samples swept."""
         return self._num_samples

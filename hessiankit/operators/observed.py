@@ -63,6 +63,10 @@ class Reporting(SymmetricOperator):
         return out
 
     @property
+    def observed(self) -> SymmetricOperator:
+        return self.op.observed
+
+    @property
     def num_samples(self) -> int | None:
         return self.op.num_samples
 

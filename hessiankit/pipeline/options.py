@@ -104,11 +104,13 @@ class SolverOptions:
 
     Attributes:
         top, bottom: largest / smallest eigenvalues per block (capped at its dimension).
-        method: ``"auto"``, ``"dense"``, ``"lanczos"`` or ``"power"``.
+        method: ``"auto"``, ``"dense"``, ``"lanczos"``, ``"power"`` or ``"separable"`` (see
+            :func:`hessiankit.spectrum`).
         tol: relative tolerance of iterative methods.
         seed: seed of random start vectors.
         rank_rtol: relative null threshold (default per operator).
-        dense_threshold: ``method="auto"`` materialises operators up to this dimension.
+        dense_threshold: override of ``method="auto"``'s cost rule: materialise operators up
+            to this dimension, Lanczos above (``None``: the cost rule).
         block_size: Lanczos block size (default ``max(top, bottom)``, at most 32).
         max_products: Lanczos product budget per block (default: the solver's).
         max_dense_bytes: what dense ``eigh`` may materialise (``None``: half the memory
@@ -130,7 +132,7 @@ class SolverOptions:
     tol: float = 1e-6
     seed: int = 0
     rank_rtol: float | None = None
-    dense_threshold: int = 1024
+    dense_threshold: int | None = None
     block_size: int | None = None
     max_products: int | None = None
     max_dense_bytes: int | None = None

@@ -208,21 +208,16 @@ def solve_one(
     )
     dense = would_be_dense(op.dim, top, bottom, opts, lim.max_dense_bytes)
     start: torch.Tensor | None = None
-    if (
-        kind == "loss"
-        and opts.gradient_start
-        and top >= 1
-        and not dense
-        and isinstance(op, LossHessian)
-    ):
-        start = op.gradient()
-        notes.append(
-            "Lanczos started from the loss gradient (it lies mostly in the top eigenspace)"
-        )
+    if kind == "loss" and opts.gradient_start and top >= 1 and isinstance(op, LossHessian):
+        start = op.gradient()  # free from the kept graph; only a Lanczos run reads it
     obs.block_started(_label(block), op.dim, op.dim if dense else None)
     res = solve_block(
         Reporting(op, obs.products, op.dim if dense else None), opts, start=start, limits=lim
     )
+    if start is not None and res.method == "lanczos":
+        notes.append(
+            "Lanczos started from the loss gradient (it lies mostly in the top eigenspace)"
+        )
     notes.extend(_budget_notes(res, lim, op.dtype))
     return BlockResult(block.index, block.name, res, tuple(notes))
 

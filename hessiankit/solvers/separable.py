@@ -124,7 +124,8 @@ def estimate_cost(
         fixed + 3 * q * d * d * _F64,
         P * 4 / 3 * d**3,
     )
-    gn = isinstance(op, LocalHessian) and op.kind == "gauss-newton"
+    seen = op.observed
+    gn = isinstance(seen, LocalHessian) and seen.kind == "gauss-newton"
     if r is None or not gn:
         out["dual"] = RouteCost("dual", False, 0, 0, 0, 0, 0, 0.0, "no output Gram operator")
     else:
@@ -242,8 +243,7 @@ def separable_spectrum(
         if progress is not None:
             progress(done, structure.num_parts)
     result = state.finish(op, structure.part_size, rank_rtol, top, bottom, runner)
-    describe = getattr(op, "describe", None)
-    info = dict(describe()) if callable(describe) else {}
+    info = dict(op.describe())
     info["separable"] = structure.reason
     return SpectrumResult(
         method=f"separable-{chosen}",
@@ -286,11 +286,13 @@ def _make_runner(
     if route == "primal":
         return _Replicated(op, s.parts, max_bytes)
     if route == "dual":
-        assert isinstance(op, LocalHessian) and s.out_parts is not None  # checked by the costs
-        gram = OutputGram.of(op)
+        base = op.observed
+        assert isinstance(base, LocalHessian) and s.out_parts is not None  # checked by the costs
+        gram = OutputGram.of(base)
         return _Replicated(gram, s.out_parts, max_bytes, counted=True)
-    assert isinstance(op, LocalHessian) and s.factored is not None and s.out_parts is not None
-    return _Jacobian(op, s, max_bytes)
+    base = op.observed
+    assert isinstance(base, LocalHessian) and s.factored is not None and s.out_parts is not None
+    return _Jacobian(base, s, max_bytes)
 
 
 class _Replicated(_Runner):

@@ -222,8 +222,9 @@ def separability(op: SymmetricOperator, *, seed: int = 0) -> tuple[SeparableStru
 
     Uses a few operator products for the probe (at most three).
     """
-    dataset = isinstance(op, DatasetOperator)
-    base = getattr(op, "_first", None) if dataset else op
+    seen = op.observed  # products through ``op`` (counted, reported), structure from its own
+    dataset = isinstance(seen, DatasetOperator)
+    base = seen.first_batch if isinstance(seen, DatasetOperator) else seen
     if not isinstance(base, LocalHessian):
         return None, f"{type(op).__name__} is not a local Hessian (nor a data set of them)"
     if base.wrt == "weights":

@@ -3,6 +3,11 @@
 ``method="auto"`` takes the cheapest exact route (:func:`~hessiankit.solvers.policy.choose_method`):
 dense ``eigh`` of the materialised operator when its matrix fits in ``max_dense_bytes`` and
 ``n`` products plus ``eigh`` cost no more than the expected Krylov run, block Lanczos otherwise.
+Before either, a request that includes the smallest eigenvalues (``bottom >= 1``) of a
+separable local Hessian (a conv/linear block whose output channels, or whose samples, do not
+interact: :mod:`~hessiankit.solvers.separable_structure`) larger than ``SEPARABLE_MIN_DIM`` takes
+the exact structured route (:func:`~hessiankit.solvers.separable.separable_spectrum`): the
+whole spectrum from per-channel (per-sample) Gram matrices, with no convergence question.
 ``SpectrumResult.method_reason`` says which ran and why.
 
 Smallest eigenvalues: for a positive semi-definite operator (Gauss-Newton local Hessians),
@@ -48,10 +53,16 @@ from hessiankit.solvers.options import KrylovOptions
 from hessiankit.solvers.policy import choose_method
 from hessiankit.solvers.power import power_iteration
 from hessiankit.solvers.results import Eigenpairs, SpectrumResult
+from hessiankit.solvers.separable import separable_spectrum
+from hessiankit.solvers.separable_structure import separability
 
 __all__ = ["Method", "spectrum"]
 
-Method = Literal["auto", "lanczos", "power", "dense"]
+Method = Literal["auto", "lanczos", "power", "dense", "separable"]
+
+#: Below this dimension ``"auto"`` does not look for separable structure: dense ``eigh`` of
+#: so small a matrix costs next to nothing and answers the same.
+SEPARABLE_MIN_DIM = 256
 
 
 def spectrum(
@@ -74,6 +85,7 @@ def spectrum(
     basis_dtype: BasisDtype = "auto",
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1,
+    start: torch.Tensor | None = None,
 ) -> SpectrumResult:
     """Largest and smallest eigenvalues of ``op`` with residuals, and its condition number.
 
@@ -81,7 +93,7 @@ def spectrum(
         op: a symmetric operator.
         top: number of largest eigenvalues (descending).
         bottom: number of smallest eigenvalues (ascending; on the range for PSD operators).
-        method: ``"auto"``, ``"dense"``, ``"lanczos"`` or ``"power"``.
+        method: ``"auto"``, ``"dense"``, ``"lanczos"``, ``"power"`` or ``"separable"``.
         tol: relative tolerance of iterative methods.
         seed: seed of random start vectors.
         rank_rtol: relative threshold under which an eigenvalue counts as zero
@@ -106,14 +118,18 @@ def spectrum(
         checkpoint: file of the Lanczos state, to resume an interrupted run (see
             :func:`~hessiankit.solvers.lanczos.lanczos`).
         checkpoint_every: Lanczos steps between checkpoint writes.
+        start: Lanczos start directions (``dim`` or ``dim x k``; e.g. the loss gradient for
+            the top of a loss Hessian); other methods ignore it.
 
     Raises:
         OperatorError: an unknown method, more eigenvalues than the dimension, or a dense
             matrix that would not fit in memory.
     """
     n = op.dim
-    if method not in ("auto", "lanczos", "power", "dense"):
-        raise OperatorError(f"unknown method {method!r}; use auto, lanczos, power or dense")
+    if method not in ("auto", "lanczos", "power", "dense", "separable"):
+        raise OperatorError(
+            f"unknown method {method!r}; use auto, lanczos, power, dense or separable"
+        )
     if top < 0 or bottom < 0 or top + bottom < 1:
         raise OperatorError("ask for at least one eigenvalue (top >= 1 or bottom >= 1)")
     if top > n or bottom > n:
@@ -122,9 +138,25 @@ def spectrum(
             f"use --top/--bottom at most {n}"
         )
     rtol = default_rank_rtol(n, op.dtype) if rank_rtol is None else float(rank_rtol)
-    start = time.perf_counter()
+    t0 = time.perf_counter()
     before = op.num_products
     reason = f"{method}: asked for"
+    if method == "separable" or (method == "auto" and bottom >= 1 and n > SEPARABLE_MIN_DIM):
+        structure, why = separability(op, seed=seed)
+        if structure is not None:
+            sep = separable_spectrum(
+                op,
+                top=top,
+                bottom=bottom,
+                structure=structure,
+                rank_rtol=rank_rtol,
+                max_bytes=min(max_dense_bytes, 2 * 2**30),
+                seed=seed,
+            )
+            why = f"separable: {why}; the whole spectrum from per-part Gram matrices"
+            return replace(sep, method_reason=why if method == "auto" else reason)
+        if method == "separable":
+            raise OperatorError(f"method 'separable' does not apply: {why}")
     if method == "auto":
         choice = choose_method(
             op,
@@ -145,7 +177,7 @@ def spectrum(
     if method == "dense":
         auto = rank_rtol is None
         res = _dense(
-            op, top, bottom, rtol, auto, keep_vectors, start, before, info, tol, max_dense_bytes
+            op, top, bottom, rtol, auto, keep_vectors, t0, before, info, tol, max_dense_bytes
         )
     elif method == "power":
         res = _power(
@@ -158,7 +190,7 @@ def spectrum(
             seed,
             keep_vectors,
             progress,
-            start,
+            t0,
             before,
             info,
         )
@@ -178,6 +210,7 @@ def spectrum(
         kr = lanczos(
             op,
             options=options,
+            start="auto" if start is None else start,
             keep_vectors=keep_vectors,
             progress=progress,
             checkpoint=checkpoint,
@@ -191,7 +224,7 @@ def spectrum(
             seed=seed,
             tol=tol,
             num_products=op.num_products - before,
-            seconds=time.perf_counter() - start,
+            seconds=time.perf_counter() - t0,
             operator=info,
         )
     return replace(res, method_reason=reason)
