@@ -29,6 +29,7 @@ from hessiankit.cli.batches import BatchDirectSum
 from hessiankit.data import DATASETS, load_data_file, load_dataset, natural_shape
 from hessiankit.errors import DataError, HessiankitError, ModelLoadError, OperatorError
 from hessiankit.io import check_writable, load_model, write_json_atomic
+from hessiankit.io.sniff import DEFAULT_MAX_INPUT_BYTES
 from hessiankit.models import DEFAULT_INPUT_SHAPE, default_model
 from hessiankit.operators import (
     AllReduceOperator,
@@ -83,8 +84,17 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trust-pickle",
         action="store_true",
-        help="unpickle MODEL with torch.load(weights_only=False): RUNS ANY CODE IN THE FILE; only for "
-        "files you made or trust (needed for custom classes without --arch)",
+        help="unpickle MODEL with torch.load(weights_only=False), or load a TorchScript archive: RUNS "
+        "ANY CODE IN THE FILE; only for files you made or trust (needed for custom classes "
+        "without --arch, and for TorchScript)",
+    )
+    p.add_argument(
+        "--max-input-mib",
+        type=positive_float,
+        default=DEFAULT_MAX_INPUT_BYTES / 2**20,
+        metavar="MIB",
+        help="refuse model and data files that declare more than MIB of contents, checked before "
+        f"reading (default {DEFAULT_MAX_INPUT_BYTES // 2**20})",
     )
 
 
@@ -282,6 +292,11 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, per_block: bool = False)
         )
 
 
+def max_input_bytes(args: argparse.Namespace) -> int:
+    """``--max-input-mib`` in bytes."""
+    return int(getattr(args, "max_input_mib", DEFAULT_MAX_INPUT_BYTES / 2**20) * 2**20)
+
+
 def max_basis_bytes(args: argparse.Namespace) -> int | None:
     """``--max-basis-mib`` in bytes (``None``: no limit)."""
     mib = getattr(args, "max_basis_mib", None)
@@ -312,7 +327,13 @@ def open_model(args: argparse.Namespace, device: torch.device) -> ModelInfo:
     else:
         if args.trust_pickle and args.arch:
             raise ModelLoadError("give either --trust-pickle or --arch, not both")
-        loaded = load_model(args.model, trust_pickle=args.trust_pickle, arch=args.arch)
+        loaded = load_model(
+            args.model,
+            trust_pickle=args.trust_pickle,
+            trust_torchscript=args.trust_pickle,  # one flag trusts the file, whatever its format
+            arch=args.arch,
+            max_input_bytes=max_input_bytes(args),
+        )
         model = loaded.model
         label = (
             args.model
@@ -400,7 +421,7 @@ def load_batches(args: argparse.Namespace, info: ModelInfo, device: torch.device
     k = args.num_batches
     notes: list[str] = []
     if args.data is not None:
-        x, y = load_data_file(args.data)
+        x, y = load_data_file(args.data, max_input_bytes=max_input_bytes(args))
         n = x.shape[0]
         if args.batch_size is None:  # the whole file, in k batches of near-equal size
             sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]

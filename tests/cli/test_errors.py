@@ -142,7 +142,7 @@ def test_payload_pickle_never_runs(
         r.stderr.strip()
         == (
             "hessiankit spectrum: error: refusing to load evil.pt: its pickle calls posix.system when "
-            "loaded (a code payload, not a model); do not use this file"
+            "loaded (code, not a model or data); do not use this file"
         )
         or "calls nt.system" in r.stderr
     )
