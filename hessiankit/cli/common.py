@@ -28,7 +28,7 @@ from hessiankit.cli import torchrun
 from hessiankit.cli.batches import BatchDirectSum
 from hessiankit.data import DATASETS, load_data_file, load_dataset, natural_shape
 from hessiankit.errors import DataError, HessiankitError, ModelLoadError, OperatorError
-from hessiankit.io import check_writable, load_model, write_json_atomic
+from hessiankit.io import check_output, load_model, write_json_atomic
 from hessiankit.io.sniff import DEFAULT_MAX_INPUT_BYTES
 from hessiankit.models import DEFAULT_INPUT_SHAPE, default_model
 from hessiankit.operators import (
@@ -526,7 +526,7 @@ def versions() -> dict[str, str]:
 def prepare_json(args: argparse.Namespace) -> None:
     """Fail before any work when ``--json`` cannot be written."""
     if getattr(args, "json", None):
-        check_writable(args.json)
+        check_output(args.json, inputs=(args.model, getattr(args, "data", None)), what="--json")
 
 
 def emit_json(args: argparse.Namespace, obj: object) -> None:

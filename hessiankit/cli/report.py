@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from hessiankit.cli import common, torchrun
 from hessiankit.cli.density import (
@@ -84,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from hessiankit.report.tables import COLUMNS, summary_rows
 
     out = args.out or f"report.{args.format}"
-    check_output(out, "--out")
+    check_output(out, "--out", args)
+    if args.format == "md":  # the JSON twin beside it
+        check_output(str(Path(out).with_suffix(".json")), "--out", args)
     common.prepare_json(args)
     if args.top + args.bottom < 1:
         raise OperatorError("ask for at least one eigenvalue: --top 1 or --bottom 1")
