@@ -101,7 +101,10 @@ CASES = {
         ["mlp.pt", "--data", "d.pt", "--json", "a_file/out.json"],
         "does not exist; create it first",
     ),
-    "json is a directory": (["mlp.pt", "--data", "d.pt", "--json", "."], "is a folder; give a file name"),
+    "json is a directory": (
+        ["mlp.pt", "--data", "d.pt", "--json", "."],
+        "is a folder; give a file name",
+    ),
     "dense too large": (
         ["big.pt", "--data", "big_x.pt", "--method", "dense"],
         "GiB for dimension 24321",
