@@ -10,6 +10,7 @@ and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ from torch import nn
 
 from hessiankit._version import __version__
 from hessiankit.blocks import Block, BlockCapture, BlockSplit, capture, split_blocks
+from hessiankit.blocks.differentiable import check_twice_differentiable
 from hessiankit.blocks.modes import is_batchnorm
 from hessiankit.cli import torchrun
 from hessiankit.cli.batches import BatchDirectSum
@@ -223,6 +225,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+    return value
+
+
 def _integer(text: str, least: int) -> int:
     try:
         value = int(text)
@@ -250,7 +263,7 @@ def add_operator_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--eta",
-        type=float,
+        type=finite_float,
         default=1.0,
         help="step size eta of the back-matching target, for --kind exact (default 1.0)",
     )
@@ -277,7 +290,7 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, per_block: bool = False)
     )
     p.add_argument(
         "--tol",
-        type=float,
+        type=positive_float,
         default=1e-6,
         help="relative tolerance of iterative methods (default 1e-6)",
     )
@@ -659,6 +672,7 @@ def build_operators(args: argparse.Namespace) -> Prepared:
     data = load_batches(args, info, device)
     for n in data.notes:
         note(args, n)
+    check_twice_differentiable(info.model, data.batches[0][0])  # else silently zero Hessians
     needs_labels = args.kind in ("exact", "loss")
     if needs_labels and not data.has_labels:
         raise DataError(

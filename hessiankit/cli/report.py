@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_solver_arguments(p, per_block=True)
     p.add_argument(
         "--rank-rtol",
-        type=float,
+        type=common.positive_float,
         metavar="R",
         help="eigenvalues below R * max|lambda| count as zero (default 10 sqrt(n) eps)",
     )

@@ -17,7 +17,8 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"\bmax_input_bytes\b", "--max-input-mib"),
     (r"\barch=(?=\w)", "--arch "),
     (r"\barch=", "--arch"),
-    (r"\binput_shape=", "--input-shape "),
+    (r"\binput_shape=(?=\w)", "--input-shape "),
+    (r"\binput_shape=", "--input-shape"),
 )
 
 
