@@ -19,6 +19,8 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"\barch=", "--arch"),
     (r"\binput_shape=(?=\w)", "--input-shape "),
     (r"\binput_shape=", "--input-shape"),
+    (r"\bpass data of the right shape\b", "pass data of the right shape with --data"),
+    (r"\bthe mnist or digits data set\b", "--dataset mnist|digits"),
 )
 
 
