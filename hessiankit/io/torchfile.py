@@ -146,8 +146,9 @@ def read_torch_file(
     Before anything is unpickled the file is sniffed from its header, its declared size is
     checked against ``max_bytes`` and (unless ``trust``) its pickle is scanned: a name outside
     ``torch.nn`` or a call other than torch's tensor rebuild helpers (see
-    :mod:`hessiankit.io.picklescan`) stops loading. TorchScript archives are refused unless
-    ``trust`` (loading one runs its compiled code).
+    :mod:`hessiankit.io.picklescan`) stops loading. TorchScript archives are refused, trusted
+    or not (``torch.load`` would run their compiled code; :func:`~hessiankit.io.load_model`
+    loads them with ``trust_torchscript=True``).
 
     Args:
         path: the file.
@@ -159,7 +160,7 @@ def read_torch_file(
 
     Raises:
         error: missing, unreadable, oversized or damaged file, a code payload, a class outside
-            ``torch.nn``, a TorchScript archive without ``trust``.
+            ``torch.nn``, a TorchScript archive.
     """
     p = readable_file(path, error)
     check_declared_size(p, DEFAULT_MAX_INPUT_BYTES if max_bytes is None else max_bytes, error)
@@ -168,7 +169,7 @@ def read_torch_file(
         raise error(
             f"{p.name} is not a PyTorch file (neither a torch.save archive nor a pickle); check the path"
         )
-    if zipped and not trust and is_torchscript(p):
+    if zipped and is_torchscript(p):  # torch.load would hand it to torch.jit.load
         raise error(torchscript_refusal(p))
     if not trust:
         names = blocked_globals(p)
