@@ -58,7 +58,7 @@ def once_differentiable_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[s
     pass of ``model`` on ``x`` calls, attributed to the innermost module that calls it.
 
     The pass runs under ``torch.enable_grad`` on a copy of ``x`` that requires grad; buffers
-    (batch-norm running statistics) are restored afterwards.
+    (batch-norm running statistics) and the random state are restored afterwards.
     """
     found: dict[int, tuple[str, str]] = {}
     keep: list[object] = []  # the nodes, alive, so that their ids stay unique
@@ -93,8 +93,10 @@ def once_differentiable_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[s
         handles.append(module.register_forward_pre_hook(pre(name)))
         handles.append(module.register_forward_hook(post(name)))
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    devices = [x.device] if x.device.type == "cuda" else []
     try:
-        with torch.enable_grad():
+        # the random state is restored too: dropout in this pass must not shift later draws
+        with torch.enable_grad(), torch.random.fork_rng(devices=devices):
             model(x.detach().clone().requires_grad_(x.is_floating_point()))
     finally:
         for h in handles:

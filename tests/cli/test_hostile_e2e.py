@@ -268,3 +268,23 @@ def test_malformed_inputs_are_one_line(
     _one_line_error(err, "spectrum")
     assert message in err
     assert _listing(tmp_path) == before
+
+
+def test_once_differentiable_is_found_in_nested_modules_without_side_effects() -> None:
+    from cli.hk_hostile_models import once_diff, twice_diff
+    from hessiankit.blocks.differentiable import once_differentiable_calls
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(5, 5), nn.BatchNorm1d(5), nn.Dropout(0.5), once_diff()).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    stats, rng = net[1].running_mean.clone(), torch.random.get_rng_state()
+    assert once_differentiable_calls(net, x) == [("3.1", "OnceTanh")]  # the innermost module
+    assert torch.equal(net[1].running_mean, stats)  # batch-norm statistics untouched
+    assert torch.equal(torch.random.get_rng_state(), rng)  # dropout drew nothing for good
+    assert once_differentiable_calls(twice_diff(), x) == []
+    # the zero Hessian it prevents is real: the gradient through OnceTanh is cut from the
+    # graph (autograd's allow_unused reads that as zero), tanh's own is not
+    z = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(once_diff()[1](z).sum(), z, create_graph=True)
+    (g_ref,) = torch.autograd.grad(torch.tanh(z).sum(), z, create_graph=True)
+    assert torch.allclose(g, g_ref) and not g.requires_grad and g_ref.requires_grad
