@@ -539,7 +539,8 @@ def versions() -> dict[str, str]:
 def prepare_json(args: argparse.Namespace) -> None:
     """Fail before any work when ``--json`` cannot be written."""
     if getattr(args, "json", None):
-        check_output(args.json, inputs=(args.model, getattr(args, "data", None)), what="--json")
+        inputs = (getattr(args, "model", None), getattr(args, "data", None))
+        check_output(args.json, inputs=inputs, what="--json")
 
 
 def emit_json(args: argparse.Namespace, obj: object) -> None:

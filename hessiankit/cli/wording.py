@@ -21,6 +21,8 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"\binput_shape=", "--input-shape"),
     (r"\bpass data of the right shape\b", "pass data of the right shape with --data"),
     (r"\bthe mnist or digits data set\b", "--dataset mnist|digits"),
+    (r"\(eta\)", "(--eta)"),
+    (r"\bcompute in float64\b", "use --dtype float64"),
 )
 
 

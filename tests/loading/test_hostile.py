@@ -93,17 +93,13 @@ def test_torchscript_is_refused_without_running_its_code(tmp_path: Path) -> None
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_torchscript_hazards_are_read_from_the_code_text(tmp_path: Path) -> None:
     torch.jit.save(torch.jit.script(nn.Sequential(_MapsFile())), tmp_path / "maps.pt")
-    assert any("from_file" in h for h in torch_hazards(tmp_path / "maps.pt"))
+    assert any("from_file" in h for h in torchscript_hazards(tmp_path / "maps.pt"))
     torch.jit.save(torch.jit.script(nn.Sequential(nn.Linear(3, 2))), tmp_path / "plain.pt")
     assert torchscript_hazards(tmp_path / "plain.pt") == []
     with pytest.raises(ModelLoadError, match="forward runs its own code"):
         load_model(tmp_path / "plain.pt")
     torch.save(nn.Linear(2, 2), tmp_path / "eager.pt")
     assert not is_torchscript(tmp_path / "eager.pt")
-
-
-def torch_hazards(path: Path) -> list[str]:
-    return torchscript_hazards(path)
 
 
 class _Calls:
