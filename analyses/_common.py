@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 import torch  # noqa: E402
 
 from hessiankit.errors import HessiankitError  # noqa: E402
+from hessiankit.io.atomic import write_atomic  # noqa: E402
 
 FIGURES = ROOT / "figures"
 
@@ -98,9 +99,7 @@ def write_json(out: Path, payload: dict[str, object], started: float) -> Path:
     payload["seconds"] = round(time.time() - started, 1)
     payload["torch"] = torch.__version__
     path = out / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_clean(payload), indent=1, default=_jsonable, allow_nan=False))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(_clean(payload), indent=1, default=_jsonable, allow_nan=False))
     return path
 
 

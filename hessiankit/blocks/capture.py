@@ -18,6 +18,9 @@ them are kept; the autograd graph is freed.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -188,13 +191,16 @@ def capture(
     zs = [x.requires_grad_(backward)]
     with torch.set_grad_enabled(backward):
         for block in split:
+            fx_noise = io.StringIO()  # torch.fx prints a traceback before re-raising
             try:
-                z = run_block(block, state, bn, zs[-1])
+                with contextlib.redirect_stderr(fx_noise):
+                    z = run_block(block, state, bn, zs[-1])
             except (RuntimeError, ValueError, IndexError) as exc:
                 raise DataError(
                     f"data of shape {tuple(x.shape)} does not fit block {block.index} "
-                    f"({block.name}): {str(exc).splitlines()[0]}; check --input-shape / the data"
+                    f"({block.name}): {str(exc).splitlines()[0]}; check input_shape= / the data"
                 ) from None
+            sys.stderr.write(fx_noise.getvalue())  # warnings of a pass that worked
             if not torch.is_tensor(z) or not z.is_floating_point():
                 raise DataError(
                     f"block {block.index} ({block.name}) does not return a float tensor"

@@ -105,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fail(prefix: str, exc: HessiankitError, *, primary: bool) -> int:
     if primary:
-        message = " ".join(str(exc).split())
+        from hessiankit.cli.wording import to_flags
+
+        message = to_flags(" ".join(str(exc).split()))
         print(f"{prefix}: error: {message}", file=sys.stderr)
     return 2
 

@@ -10,6 +10,7 @@ and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +23,8 @@ from hessiankit._version import __version__
 from hessiankit.cli import torchrun
 from hessiankit.data import DATASETS
 from hessiankit.errors import HessiankitError
-from hessiankit.io import check_writable, write_json_atomic
+from hessiankit.io import check_output, write_json_atomic
+from hessiankit.io.sniff import DEFAULT_MAX_INPUT_BYTES
 from hessiankit.pipeline import (
     Batches,
     DataOptions,
@@ -85,8 +87,17 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trust-pickle",
         action="store_true",
-        help="unpickle MODEL with torch.load(weights_only=False): RUNS ANY CODE IN THE FILE; only for "
-        "files you made or trust (needed for custom classes without --arch)",
+        help="unpickle MODEL with torch.load(weights_only=False), or load a TorchScript archive: RUNS "
+        "ANY CODE IN THE FILE; only for files you made or trust (needed for custom classes "
+        "without --arch, and for TorchScript)",
+    )
+    p.add_argument(
+        "--max-input-mib",
+        type=positive_float,
+        default=DEFAULT_MAX_INPUT_BYTES / 2**20,
+        metavar="MIB",
+        help="refuse model and data files that declare more than MIB of contents, checked before "
+        f"reading (default {DEFAULT_MAX_INPUT_BYTES // 2**20})",
     )
 
 
@@ -215,6 +226,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+    return value
+
+
 def _integer(text: str, least: int) -> int:
     try:
         value = int(text)
@@ -242,7 +264,7 @@ def add_operator_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--eta",
-        type=float,
+        type=finite_float,
         default=1.0,
         help="step size eta of the back-matching target, for --kind exact (default 1.0)",
     )
@@ -272,7 +294,7 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, per_block: bool = False)
     )
     p.add_argument(
         "--tol",
-        type=float,
+        type=positive_float,
         default=1e-6,
         help="relative tolerance of iterative methods (default 1e-6)",
     )
@@ -288,6 +310,11 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, per_block: bool = False)
         )
 
 
+def max_input_bytes(args: argparse.Namespace) -> int:
+    """``--max-input-mib`` in bytes."""
+    return int(getattr(args, "max_input_mib", DEFAULT_MAX_INPUT_BYTES / 2**20) * 2**20)
+
+
 def max_basis_bytes(args: argparse.Namespace) -> int | None:
     """``--max-basis-mib`` in bytes (``None``: no limit)."""
     mib = getattr(args, "max_basis_mib", None)
@@ -299,7 +326,12 @@ def max_basis_bytes(args: argparse.Namespace) -> int | None:
 
 def model_source(args: argparse.Namespace) -> ModelSource:
     """``MODEL``, ``--arch``, ``--trust-pickle`` as pipeline options."""
-    return ModelSource(path=args.model, arch=args.arch, trust_pickle=args.trust_pickle)
+    return ModelSource(
+        path=args.model,
+        arch=args.arch,
+        trust_pickle=args.trust_pickle,
+        max_input_bytes=max_input_bytes(args),
+    )
 
 
 def data_options(args: argparse.Namespace) -> DataOptions:
@@ -314,6 +346,7 @@ def data_options(args: argparse.Namespace) -> DataOptions:
         num_batches=args.num_batches,
         seed=args.seed,
         loss=getattr(args, "loss", "auto"),
+        max_input_bytes=max_input_bytes(args),
     )
 
 
@@ -365,7 +398,8 @@ def versions() -> dict[str, str]:
 def prepare_json(args: argparse.Namespace) -> None:
     """Fail before any work when ``--json`` cannot be written."""
     if getattr(args, "json", None):
-        check_writable(args.json)
+        inputs = (getattr(args, "model", None), getattr(args, "data", None))
+        check_output(args.json, inputs=inputs, what="--json")
 
 
 def emit_json(args: argparse.Namespace, obj: object) -> None:

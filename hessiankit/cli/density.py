@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hessiankit.cli import common, torchrun
 from hessiankit.errors import OperatorError
+from hessiankit.io import check_output as io_check_output
 from hessiankit.solvers.slq import slq
 
 NAME = "density"
@@ -71,25 +72,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_output_arguments(p)
 
 
-def check_output(path: str, option: str) -> Path:
-    """Fail before any work when ``path`` (written by ``option``) cannot be written."""
-    from hessiankit.io.jsonio import OutputError
-
-    p = Path(path)
-    if p.is_dir():
-        raise OutputError(f"{option} {str(p)!r} is a directory; give a file name")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(
-            f"cannot write {str(p)!r}: folder {str(parent)!r} does not exist; create it first"
-        )
-    return p
+def check_output(path: str, option: str, args: argparse.Namespace | None = None) -> Path:
+    """Fail before any work when ``path`` (written by ``option``) cannot be written or would
+    overwrite an input of ``args`` (the model or the data file)."""
+    inputs = () if args is None else (args.model, args.data)
+    return io_check_output(path, inputs=inputs, what=option)
 
 
 def run(args: argparse.Namespace) -> int:
     common.prepare_json(args)
     if args.plot:
-        check_output(args.plot, "--plot")
+        stem = args.plot[:-4] if args.plot.lower().endswith((".png", ".svg", ".pdf")) else args.plot
+        for path in (args.plot, f"{stem}.png", f"{stem}.svg"):  # save_figure writes the last two
+            check_output(path, "--plot", args)
     if args.block == "all":
         raise OperatorError(
             "density takes one block; give --block B (use `hessiankit report` for all)"

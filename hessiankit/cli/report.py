@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from hessiankit.cli import common, torchrun
 from hessiankit.cli.progress import log_line, plain_lines
@@ -45,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_solver_arguments(p, per_block=True)
     p.add_argument(
         "--rank-rtol",
-        type=float,
+        type=common.positive_float,
         metavar="R",
         help="eigenvalues below R * max|lambda| count as zero (default 10 sqrt(n) eps)",
     )
@@ -85,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     from hessiankit.report.tables import COLUMNS, summary_rows
 
     out = args.out or f"report.{args.format}"
-    check_output(out, "--out")
+    check_output(out, "--out", args)
+    if args.format == "md":  # the JSON twin beside it
+        check_output(str(Path(out).with_suffix(".json")), "--out", args)
     common.prepare_json(args)
     if args.top + args.bottom < 1:
         raise OperatorError("ask for at least one eigenvalue: --top 1 or --bottom 1")

@@ -86,7 +86,7 @@ def load_dataset(
     if name == "synthetic":
         if input_shape is None:
             raise DataError(
-                "the synthetic data set needs an input shape; give --input-shape, e.g. 3,32,32"
+                "the synthetic data set needs an input shape; give input_shape=C,H,W, e.g. 3,32,32"
             )
         m = 256 if num_samples is None else int(num_samples)
         shape = tuple(int(s) for s in input_shape)

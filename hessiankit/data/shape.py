@@ -51,13 +51,13 @@ def fit_to_shape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         if s * s != d:
             raise DataError(
                 f"cannot fit images of shape {tuple(x.shape[1:])} to a flat input of {d} "
-                "features (not a square image); pass data of the right shape with --data"
+                "features (not a square image); pass data of the right shape"
             )
         return fit_to_shape(x, (1, s, s)).reshape(x.shape[0], d)
     if len(target) != 3:
         raise DataError(
             f"cannot fit images of shape {tuple(x.shape[1:])} to input shape {target}; give "
-            "--input-shape C,H,W or C*H*W, or pass data of the right shape with --data"
+            "input_shape=C,H,W or C*H*W, or pass data of the right shape"
         )
     c, h, w = target
     if min(target) < 1:
@@ -68,7 +68,9 @@ def fit_to_shape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         elif c == 1:
             x = x.mean(dim=1, keepdim=True)
         else:
-            raise DataError(f"cannot map {x.shape[1]} image channels to {c}; pass data with --data")
+            raise DataError(
+                f"cannot map {x.shape[1]} image channels to {c}; pass data of the right shape"
+            )
     H, W = x.shape[2], x.shape[3]
     if (h, w) == (H, W):
         return x.contiguous()

@@ -79,7 +79,7 @@ def _fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(
             f"Fashion-MNIST is not installed ({images} is missing); install it with "
             "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), set "
-            "HESSIANKIT_FASHION_MNIST to its folder, or use --dataset mnist|digits"
+            "HESSIANKIT_FASHION_MNIST to its folder, or use the mnist or digits data set"
         )
     try:
         with gzip.open(images) as f:

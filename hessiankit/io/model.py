@@ -2,19 +2,24 @@
 
 Four sources, tried in this order:
 
-``--arch package.module:factory`` (+ optional state-dict file)
+``arch="package.module:factory"`` (+ optional state-dict file)
     imports the user's own installed code, calls ``factory()`` and loads the file's tensors
     into it (``load_state_dict(strict=True)``). The file is read safely; it may hold a state
     dict, a checkpoint dict with ``"state_dict"`` / ``"model_state_dict"`` / ``"model"``, or a
     whole ``torch.nn`` model.
-TorchScript archive (``torch.jit.save``)
-    loaded with ``torch.jit.load`` (TorchScript code cannot call arbitrary Python). Blocks are
-    found when the scripted model is a (nested) ``Sequential``: its layers are traced as leaves.
+TorchScript archive (``torch.jit.save``), only with ``trust_torchscript=True``
+    loaded with ``torch.jit.load``, which **runs the archive's compiled code**: every
+    ``__setstate__`` method while loading, its ``forward`` on every product. TorchScript cannot
+    call arbitrary Python, but it can call ``torch.save`` (``aten::save``: write any file) and
+    ``torch.from_file`` (``aten::from_file``: read or map any file). Without the opt-in the
+    archive is refused after reading only its zip directory and code text (nothing loaded).
+    Blocks are found when the scripted model is a (nested) ``Sequential``: its layers are traced
+    as leaves.
 ``torch.save(model)`` whose classes all come from ``torch.nn``
     loaded with ``torch.load(weights_only=True)`` and an allow-list of ``torch.nn`` classes.
     A class from elsewhere, or a callable that runs code (a payload), stops loading with a
     one-line error naming it.
-``--trust-pickle``
+``trust_pickle=True``
     plain ``torch.load(weights_only=False)``: **runs the file's code**. Only for files you made
     or trust; the classes it names must be importable.
 """
@@ -22,7 +27,6 @@ TorchScript archive (``torch.jit.save``)
 from __future__ import annotations
 
 import importlib
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +34,19 @@ import torch
 from torch import nn
 
 from hessiankit.errors import ModelLoadError
-from hessiankit.io.torchfile import read_torch_file
+from hessiankit.io.sniff import (
+    DEFAULT_MAX_INPUT_BYTES,
+    check_declared_size,
+    is_torchscript,
+    readable_file,
+)
+from hessiankit.io.torchfile import read_torch_file, torchscript_refusal
 
 __all__ = ["LoadedModel", "is_torchscript", "load_arch", "load_model", "unscript"]
 
 _FIX = (
-    "pass --trust-pickle if you trust the file (it runs the file's code), or rebuild the model "
-    "with --arch package.module:factory and a state dict"
+    "pass trust_pickle=True if you trust the file (it runs the file's code), or rebuild the model "
+    "with arch=package.module:factory and a state dict"
 )
 
 
@@ -50,87 +60,136 @@ class LoadedModel:
     path: str | None
 
 
-def is_torchscript(path: str | Path) -> bool:
-    """Whether ``path`` is a TorchScript archive (a zip with compiled ``code/``)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
-
-
 def load_model(
-    path: str | Path | None, *, trust_pickle: bool = False, arch: str | None = None
+    path: str | Path | None,
+    *,
+    trust_pickle: bool = False,
+    trust_torchscript: bool = False,
+    arch: str | None = None,
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
 ) -> LoadedModel:
     """Load a model file (see the module docstring for the sources and their safety).
 
+    Args:
+        path: the model file (a state dict with ``arch``; may be ``None`` with ``arch``).
+        trust_pickle: unpickle anything (runs the file's code).
+        trust_torchscript: load a TorchScript archive (runs its compiled code).
+        arch: ``package.module:factory`` building the model the state dict fits.
+        max_input_bytes: cap on the bytes the file declares (its tensors).
+
     Raises:
-        ModelLoadError: missing/damaged file, payload pickle, class outside ``torch.nn``
-            without ``--trust-pickle``, a state dict without ``--arch``, or a bad factory.
+        ModelLoadError: missing, unreadable, oversized or damaged file, payload pickle, class
+            outside ``torch.nn`` without ``trust_pickle``, TorchScript without
+            ``trust_torchscript``, a state dict without ``arch``, a bad factory, or tensors
+            without data (meta device).
     """
     if arch is not None:
-        return LoadedModel(load_arch(arch, path), "arch", None if path is None else str(path))
+        model = load_arch(arch, path, max_input_bytes=max_input_bytes)
+        return LoadedModel(_checked(model, arch), "arch", None if path is None else str(path))
     if path is None:
-        raise ModelLoadError("no model given; pass a model file or --arch package.module:factory")
-    p = Path(path)
-    if not p.is_file():
-        raise ModelLoadError(f"model file {str(p)!r} does not exist; check the path")
+        raise ModelLoadError("no model given; pass a model file or arch=package.module:factory")
+    p = readable_file(path, ModelLoadError, "model file")
     if is_torchscript(p):
+        if not trust_torchscript:
+            raise ModelLoadError(torchscript_refusal(p))
+        check_declared_size(p, max_input_bytes, ModelLoadError, "model file")
         try:
             scripted = torch.jit.load(str(p), map_location="cpu")  # type: ignore[no-untyped-call]
-        except (RuntimeError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a damaged archive: torch raises many kinds
             raise ModelLoadError(
                 f"{p.name} is a damaged TorchScript archive ({_line(exc)})"
             ) from None
-        return LoadedModel(unscript(scripted, p.name), "torchscript", str(p))
-    obj = read_torch_file(p, trust=trust_pickle, fix=_FIX)
+        return LoadedModel(_checked(unscript(scripted, p.name), p.name), "torchscript", str(p))
+    obj = read_torch_file(p, trust=trust_pickle, fix=_FIX, max_bytes=max_input_bytes)
     if isinstance(obj, nn.Module):
-        return LoadedModel(obj, "trusted pickle" if trust_pickle else "torch.nn", str(p))
+        return LoadedModel(
+            _checked(obj, p.name), "trusted pickle" if trust_pickle else "torch.nn", str(p)
+        )
     if isinstance(obj, dict) and _state_dict_of(obj) is not None:
         raise ModelLoadError(
             f"{p.name} holds a state dict, not a model; give the architecture with "
-            "--arch package.module:factory"
+            "arch=package.module:factory"
         )
     raise ModelLoadError(
         f"{p.name} holds a {type(obj).__name__} object, not a model; save it with torch.save(model)"
     )
 
 
-def load_arch(spec: str, path: str | Path | None) -> nn.Module:
+def _checked(model: nn.Module, name: str) -> nn.Module:
+    """Refuse a model whose tensors hold no data (meta device), are sparse, or are tied."""
+    seen: dict[int, str] = {}
+    for what, t in model.named_parameters(remove_duplicate=False):
+        first = seen.setdefault(id(t), what)
+        if first != what:
+            raise ModelLoadError(
+                f"{name}: parameters {first!r} and {what!r} are one tied tensor, which block-wise "
+                "local Hessians do not support (each block owns its weights); untie them (give "
+                "each module its own copy) to analyse the model"
+            )
+    tensors: list[tuple[str, torch.Tensor]] = [*model.named_parameters(), *model.named_buffers()]
+    for key, tensor in tensors:
+        if tensor.is_meta:
+            raise ModelLoadError(
+                f"{name}: tensor {key!r} is on the meta device (shapes without data); save "
+                "the model after its weights are materialised"
+            )
+        if tensor.layout != torch.strided:
+            raise ModelLoadError(
+                f"{name}: tensor {key!r} is {str(tensor.layout).replace('torch.', '')}; save dense "
+                "weights (t.to_dense())"
+            )
+    return model
+
+
+def load_arch(
+    spec: str, path: str | Path | None, *, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+) -> nn.Module:
     """``factory()`` from ``package.module:factory``, with the tensors of ``path`` loaded in.
 
     This imports and runs the named module: the user's own code, chosen explicitly.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ModelLoadError(f"--arch {spec!r} is not of the form package.module:factory")
+        raise ModelLoadError(f"arch={spec} is not of the form package.module:factory")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ModelLoadError(
-            f"cannot import {module_name!r} for --arch ({_line(exc)}); install it or add it to PYTHONPATH"
+            f"cannot import {module_name!r} for arch= ({_line(exc)}); install it or add it to "
+            "PYTHONPATH"
         ) from None
     factory = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)  # type: ignore[assignment]
         if factory is None:
-            raise ModelLoadError(f"module {module_name!r} has no {attr!r}; check --arch")
+            raise ModelLoadError(f"module {module_name!r} has no {attr!r}; check arch={spec}")
     if not callable(factory):
-        raise ModelLoadError(f"--arch {spec!r} is not callable; name a class or a function")
+        raise ModelLoadError(f"arch={spec} is not callable; name a class or a function")
     model = factory()
     if not isinstance(model, nn.Module):
         raise ModelLoadError(
-            f"--arch {spec!r} returned a {type(model).__name__}, not a torch.nn.Module"
+            f"arch={spec} returned a {type(model).__name__}, not a torch.nn.Module"
         )
     if path is None:
         return model
-    p = Path(path)
-    obj = read_torch_file(p, fix="save the weights with torch.save(model.state_dict(), path)")
+    p = readable_file(path, ModelLoadError, "state dict file")
+    obj = read_torch_file(
+        p,
+        fix="save the weights with torch.save(model.state_dict(), path)",
+        max_bytes=max_input_bytes,
+    )
     state = obj.state_dict() if isinstance(obj, nn.Module) else _state_dict_of(obj)
     if state is None:
         raise ModelLoadError(
             f"{p.name} holds no state dict (a dict of tensors); save model.state_dict()"
         )
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that differ
+        raise ModelLoadError(
+            f"the state dict in {p.name} does not fit arch={spec} ({_line(exc)}); check that "
+            "the factory builds the same architecture"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         what = (
             f"lacks {result.missing_keys[0]!r}"
@@ -139,7 +198,7 @@ def load_arch(spec: str, path: str | Path | None) -> nn.Module:
         )
         n = len(result.missing_keys) + len(result.unexpected_keys)
         raise ModelLoadError(
-            f"the state dict in {p.name} does not fit --arch {spec}: it {what} ({n} keys differ); "
+            f"the state dict in {p.name} does not fit arch={spec}: it {what} ({n} keys differ); "
             "check that the factory builds the same architecture"
         )
     return model
@@ -161,7 +220,7 @@ def unscript(module: nn.Module, name: str) -> nn.Module:
     raise ModelLoadError(
         f"{name} is a TorchScript {getattr(module, 'original_name', 'module')} whose blocks cannot "
         "be found (only scripted Sequential models can be split); save the eager model with "
-        "torch.save(model), or use --arch with a state dict"
+        "torch.save(model), or use arch= with a state dict"
     )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
-from hessiankit.errors import OperatorError
+from hessiankit.errors import NumericalError, OperatorError
 
 __all__ = ["MatrixOperator", "SymmetricOperator", "dense_memory_bytes"]
 
@@ -35,8 +35,9 @@ def dense_memory_bytes(dim: int, dtype: torch.dtype = torch.float64) -> int:
 class SymmetricOperator(ABC):
     """A symmetric linear map ``R^dim -> R^dim`` known through products.
 
-    Subclasses implement :meth:`_matmat`; this base casts inputs, checks shapes and counts
-    products (one per column). What solvers, reports and wrappers may ask of any operator is
+    Subclasses implement :meth:`_matmat`; this base casts inputs, checks shapes, counts
+    products (one per column) and raises :class:`~hessiankit.errors.NumericalError` when a
+    product is not finite. What solvers, reports and wrappers may ask of any operator is
     declared here with a default, so no caller has to probe for it:
 
     * :meth:`describe` - what the operator is, for reports and JSON (default ``{}``);
@@ -132,6 +133,11 @@ class SymmetricOperator(ABC):
             return V.new_zeros((self.dim, 0), dtype=self.dtype, device=self.device)
         out = self._matmat(V.to(device=self.device, dtype=self.dtype))
         self.num_products += V.shape[1]
+        if not bool(torch.isfinite(out).all()):  # a NaN eigenvalue must never look converged
+            raise NumericalError(
+                "an operator product is NaN or Inf; check the model's weights, the data and "
+                "the options (eta) for non-finite or overflowing values, or compute in float64"
+            )
         return out
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:

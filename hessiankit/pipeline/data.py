@@ -55,7 +55,7 @@ def load_batches(args: DataOptions, info: ModelInfo, device: torch.device) -> Ba
     k = args.num_batches
     notes: list[str] = []
     if args.data is not None:
-        x, y = load_data_file(args.data)
+        x, y = load_data_file(args.data, max_input_bytes=args.max_input_bytes)
         n = x.shape[0]
         if args.batch_size is None:  # the whole file, in k batches of near-equal size
             sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]

@@ -50,7 +50,13 @@ def open_model(
     else:
         if source.trust_pickle and source.arch:
             raise ModelLoadError("give either --trust-pickle or --arch, not both")
-        loaded = load_model(source.path, trust_pickle=source.trust_pickle, arch=source.arch)
+        loaded = load_model(
+            source.path,
+            trust_pickle=source.trust_pickle,
+            trust_torchscript=source.trust_pickle,  # one flag trusts the file, whatever its format
+            arch=source.arch,
+            max_input_bytes=source.max_input_bytes,
+        )
         model = loaded.model
         label = (
             source.path

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from hessiankit.io.sniff import DEFAULT_MAX_INPUT_BYTES
 from hessiankit.operators.local import Kind, Wrt
 from hessiankit.solvers.spectrum import Method
 
@@ -39,12 +40,16 @@ class ModelSource:
         path: a model file (``torch.save(model)``, a TorchScript archive, or a state dict
             with ``arch``); ``None`` with ``arch=None``: the built-in small VGG with BN.
         arch: ``"pkg.mod:factory"``, called to build the model (runs that package's code).
-        trust_pickle: unpickle ``path`` with ``weights_only=False`` (runs any code in it).
+        trust_pickle: unpickle ``path`` with ``weights_only=False``, or load a TorchScript
+            archive with ``torch.jit.load`` (both run code from the file).
+        max_input_bytes: refuse a file that declares more contents than this (checked
+            before reading).
     """
 
     path: str | None = None
     arch: str | None = None
     trust_pickle: bool = False
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class DataOptions:
         seed: seed of the data subset (and of synthetic data).
         loss: ``"auto"`` (cross-entropy for integer labels, mse for float targets),
             ``"cross-entropy"`` or ``"mse"``.
+        max_input_bytes: refuse a data file that declares more contents than this (checked
+            before reading).
     """
 
     data: str | None = None
@@ -75,6 +82,7 @@ class DataOptions:
     num_batches: int = 1
     seed: int = 0
     loss: Literal["auto", "cross-entropy", "mse"] = "auto"
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Literal
 
 import torch
 
+from hessiankit.blocks.differentiable import check_twice_differentiable
 from hessiankit.blocks import Block, BlockCapture, BlockSplit, capture, split_blocks
 from hessiankit.errors import DataError
 from hessiankit.operators import (
@@ -138,6 +139,7 @@ def prepare(
     split = split_blocks(info.model)
     batches_ = load_batches(data_opts, info, device)
     notes.extend(batches_.notes)
+    check_twice_differentiable(info.model, batches_.batches[0][0])  # else silently zero Hessians
     needs_labels = args.kind in ("exact", "loss")
     if needs_labels and not batches_.has_labels:
         raise DataError(

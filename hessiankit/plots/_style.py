@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from hessiankit.errors import HessiankitError
+from hessiankit.io.atomic import atomic_file
 
 __all__ = ["FORMATS", "new_axes", "palette", "save_figure", "style"]
 
@@ -71,10 +72,8 @@ def save_figure(
             raise HessiankitError(f"unknown figure format {fmt!r}; use one of {', '.join(FORMATS)}")
         target = stem.with_name(stem.name + "." + fmt)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name("." + target.name + ".tmp")
-        with style():
-            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_metadata(fmt))
-        tmp.replace(target)
+        with style(), atomic_file(target) as f:
+            fig.savefig(f, format=fmt, dpi=dpi, metadata=_metadata(fmt))
         out.append(target)
     return out
 

@@ -15,6 +15,7 @@ import json
 import math
 from pathlib import Path
 
+from hessiankit.io.atomic import write_atomic
 from hessiankit.report.analysis import BlockAnalysis, Report
 from hessiankit.report.figures import ReportFigure, figure_bytes, report_figures
 from hessiankit.report.tables import COLUMNS, fmt, summary_rows
@@ -126,9 +127,7 @@ def write_html(report: Report, path: str | Path, *, json_path: str | Path | None
 
 def _atomic_write(target: Path, text: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name("." + target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    write_atomic(target, text)
 
 
 def _subtitle(report: Report) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hessiankit.io.atomic import write_atomic
 from hessiankit.report.analysis import Report
 from hessiankit.report.figures import figure_bytes, report_figures
 from hessiankit.report.html import _atomic_write, to_json
@@ -67,9 +68,7 @@ def write_markdown(report: Report, path: str | Path) -> list[Path]:
     written = []
     for f in report_figures(report):
         p = fig_dir / f"{f.key}.png"
-        tmp = p.with_name("." + p.name + ".tmp")
-        tmp.write_bytes(figure_bytes(f.figure, "png", dpi=150))
-        tmp.replace(p)
+        write_atomic(p, figure_bytes(f.figure, "png", dpi=150))
         written.append(p)
     json_path = target.with_suffix(".json")
     _atomic_write(json_path, to_json(report) + "\n")

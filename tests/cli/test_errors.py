@@ -101,7 +101,10 @@ CASES = {
         ["mlp.pt", "--data", "d.pt", "--json", "a_file/out.json"],
         "does not exist; create it first",
     ),
-    "json is a directory": (["mlp.pt", "--data", "d.pt", "--json", "."], "is a directory"),
+    "json is a directory": (
+        ["mlp.pt", "--data", "d.pt", "--json", "."],
+        "is a folder; give a file name",
+    ),
     "dense too large": (
         ["big.pt", "--data", "big_x.pt", "--method", "dense"],
         "GiB for dimension 24321",
@@ -142,7 +145,7 @@ def test_payload_pickle_never_runs(
         r.stderr.strip()
         == (
             "hessiankit spectrum: error: refusing to load evil.pt: its pickle calls posix.system when "
-            "loaded (a code payload, not a model); do not use this file"
+            "loaded (code, not a model or data); do not use this file"
         )
         or "calls nt.system" in r.stderr
     )

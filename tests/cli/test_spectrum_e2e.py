@@ -269,6 +269,7 @@ def test_torchscript_archive_gives_the_reference(hk: Run, tmp_path: Path, mlp_fi
     r = hk(
         "spectrum",
         "ts.pt",
+        "--trust-pickle",  # loading TorchScript runs the archive's code: an explicit opt-in
         "--data",
         "d.pt",
         "--block",

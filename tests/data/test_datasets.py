@@ -150,7 +150,7 @@ def test_synthetic_is_seeded_gaussian() -> None:
     assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05
     x2, y2 = load_dataset("synthetic", num_samples=4000, input_shape=(5,), seed=7, num_classes=3)
     assert torch.equal(x, x2) and torch.equal(y, y2)
-    with pytest.raises(DataError, match="--input-shape"):
+    with pytest.raises(DataError, match="input_shape="):
         load_dataset("synthetic", num_samples=3)
 
 
