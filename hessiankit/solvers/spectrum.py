@@ -206,11 +206,11 @@ def spectrum(
             rank_rtol=rank_rtol,
             max_basis_bytes=max_basis_bytes,
             basis_dtype=basis_dtype,
+            start="auto" if start is None else start,
         )
         kr = lanczos(
             op,
             options=options,
-            start="auto" if start is None else start,
             keep_vectors=keep_vectors,
             progress=progress,
             checkpoint=checkpoint,
