@@ -402,8 +402,7 @@ def write_outputs(cfg: Config, summary: dict, finals: dict[str, list[dict]], out
     import matplotlib
 
     matplotlib.use("Agg")
-    from hessiankit.plots import plot_training_curves, save_figure, style
-    from hessiankit.plots._style import new_axes
+    from hessiankit.plots import new_axes, plot_training_curves, save_figure, style
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")

@@ -144,7 +144,42 @@ def _agrees(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(float((x - y).abs().max()) <= 1e3 * eps * scale for x, y in zip(a, b) if x.numel())
 
 
-class GaussNewtonEngine:
+class _Engine:
+    """What both engines share: the point, the constant, the backend and the column loop.
+
+    A subclass gives the product with one set of tangents two ways: ``_product`` (through the
+    kept graph, batched or not) and ``_product_func`` (:mod:`torch.func`, one column).
+    """
+
+    def __init__(self, primals: Sequence[torch.Tensor], scale: float, backend: Backend) -> None:
+        self.scale = scale
+        self.backend = backend
+        self.primals = [p.detach().requires_grad_(True) for p in primals]
+        self._batched = _Batched()
+
+    def _product(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _product_func(self, tangents: list[torch.Tensor]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """The product with the ``dim x k`` matrix ``V`` (full float32, see ``_precision``)."""
+        with full_precision():
+            return self._matmat(V)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        parts = unflatten(V, self.primals)
+        k = V.shape[1]
+        if self.backend == "double-backprop":
+            out = self._batched.run(self._product, parts)
+        else:
+            cols = [self._product_func([p[j] for p in parts]) for j in range(k)]
+            out = [torch.stack([c[i] for c in cols]) for i in range(len(parts))]
+        return flatten(out, k) * self.scale
+
+
+class GaussNewtonEngine(_Engine):
     """Products with ``c J^T J`` for ``J = d f / d primals`` at the given point.
 
     Args:
@@ -164,11 +199,8 @@ class GaussNewtonEngine:
         backend: Backend,
         what: str,
     ) -> None:
+        super().__init__(primals, scale, backend)
         self.f = f
-        self.scale = scale
-        self.backend = backend
-        self.primals = [p.detach().requires_grad_(True) for p in primals]
-        self._batched = _Batched()
         with torch.enable_grad(), full_precision():
             if backend == "double-backprop":
                 self.out = f(*self.primals)
@@ -198,27 +230,13 @@ class GaussNewtonEngine:
         Jv = self._jvp(tangents, batched)
         return _grad([self.out], self.primals, [Jv], batched)
 
-    def _product_func(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+    def _product_func(self, tangents: list[torch.Tensor]) -> list[torch.Tensor]:
         primals = tuple(p.detach() for p in self.primals)
         Jv = func_jvp(self.f, primals, tuple(tangents))[1]
         return list(self._vjp(Jv))
 
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        with full_precision():
-            return self._matmat(V)
 
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        parts = unflatten(V, self.primals)
-        k = V.shape[1]
-        if self.backend == "double-backprop":
-            out = self._batched.run(self._product, parts)
-        else:
-            cols = [self._product_func([p[j] for p in parts], False) for j in range(k)]
-            out = [torch.stack([c[i] for c in cols]) for i in range(len(parts))]
-        return flatten(out, k) * self.scale
-
-
-class HessianEngine:
+class HessianEngine(_Engine):
     """Products with ``scale * d^2 phi / d primals^2`` for a scalar function phi.
 
     Args:
@@ -238,11 +256,8 @@ class HessianEngine:
         backend: Backend,
         what: str,
     ) -> None:
+        super().__init__(primals, scale, backend)
         self.phi = phi
-        self.scale = scale
-        self.backend = backend
-        self.primals = [p.detach().requires_grad_(True) for p in primals]
-        self._batched = _Batched()
         if backend == "double-backprop":
             with torch.enable_grad(), full_precision():
                 value = phi(*self.primals)
@@ -283,20 +298,6 @@ class HessianEngine:
         primals = tuple(p.detach() for p in self.primals)
         hv = func_jvp(g, primals, tuple(tangents))[1]
         return list(hv)
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        with full_precision():
-            return self._matmat(V)
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        parts = unflatten(V, self.primals)
-        k = V.shape[1]
-        if self.backend == "double-backprop":
-            out = self._batched.run(self._product, parts)
-        else:
-            cols = [self._product_func([p[j] for p in parts]) for j in range(k)]
-            out = [torch.stack([c[i] for c in cols]) for i in range(len(parts))]
-        return flatten(out, k) * self.scale
 
 
 def _require_grad(t: torch.Tensor, what: str) -> None:

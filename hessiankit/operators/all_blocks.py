@@ -41,6 +41,7 @@ from typing import Literal
 
 import torch
 
+from hessiankit.blocks.backmatching_loss import backmatching_loss, backmatching_target
 from hessiankit.blocks.capture import BlockCapture, run_block
 from hessiankit.blocks.split import Block
 from hessiankit.errors import OperatorError
@@ -144,7 +145,8 @@ class AllBlocksLocalHessian(SymmetricOperator):
                     outs.append(run_block(b, state, bn, mine[0]))
             return outs
 
-        scale = 1.0 / self.batch_size if wrt == "weights" else 1.0
+        # H_W = d^2 l / dW^2, H_z = m d^2 l / dZ^2 (per sample), l = sum_b l_b.
+        scale = 1.0 if wrt == "weights" else float(self.batch_size)
         what = f"blocks {[b.index for b in chosen]} w.r.t. their {wrt}"
         if kind == "gauss-newton":
             self.is_psd = True
@@ -153,16 +155,19 @@ class AllBlocksLocalHessian(SymmetricOperator):
                 return torch.cat([o.reshape(-1) for o in outputs(ps)])
 
             self._engine: GaussNewtonEngine | HessianEngine = GaussNewtonEngine(
-                f, primals, scale=scale, backend=self.backend, what=what
+                f, primals, scale=scale / self.batch_size, backend=self.backend, what=what
             )
         else:
             self.is_psd = None
             targets = [
-                capture.block_output(b) - self.eta * capture.per_sample_grad(b) for b in chosen
+                backmatching_target(capture.block_output(b), capture.per_sample_grad(b), self.eta)
+                for b in chosen
             ]
 
             def phi(*ps: torch.Tensor) -> torch.Tensor:
-                return sum(0.5 * (t - o).pow(2).sum() for t, o in zip(targets, outputs(ps)))  # type: ignore[return-value]
+                return sum(  # type: ignore[return-value]
+                    backmatching_loss(o, t) for t, o in zip(targets, outputs(ps))
+                )
 
             self._engine = HessianEngine(phi, primals, scale=scale, backend=self.backend, what=what)
 

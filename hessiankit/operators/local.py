@@ -1,12 +1,8 @@
 r"""The local Hessian: the Hessian of a block's back-matching loss (paper digest, sections 2-3).
 
-For block b with input batch ``Z = z_{b-1}`` (m samples), output ``F_b(W, Z)`` and per-sample
-back-propagated gradient ``g_b = m dL/dz_b`` (see :mod:`hessiankit.blocks.capture`), the
-back-matching target is ``t_b = z_b - eta g_b`` and the back-matching loss is the **batch mean**
-
-.. math::
-
-    l_b(W, Z) = \frac{1}{m} \sum_{i=1}^m \tfrac12 \| t_b^{(i)} - F_b(W, Z)^{(i)} \|^2 .
+For block b with input batch ``Z = z_{b-1}`` (m samples) the back-matching loss is the **batch
+mean** ``l_b(W, Z) = (1/m) sum_i 1/2 ||t_b^(i) - F_b(W, Z)^(i)||^2`` with target
+``t_b = z_b - eta g_b`` (defined once, in :mod:`hessiankit.blocks.backmatching_loss`).
 
 With respect to the weights the local Hessian is ``H_W = d^2 l_b / dW^2``. With respect to the
 input it is taken **per sample**, ``H_z = m d^2 l_b / dZ^2``: for a block whose samples do not
@@ -45,6 +41,7 @@ from typing import Literal
 
 import torch
 
+from hessiankit.blocks.backmatching_loss import backmatching_loss, backmatching_target
 from hessiankit.blocks.capture import BlockCapture, run_block
 from hessiankit.blocks.split import Block
 from hessiankit.errors import OperatorError
@@ -125,28 +122,33 @@ class LocalHessian(SymmetricOperator):
             def f(*ps: torch.Tensor) -> torch.Tensor:
                 return run_block(blk, state, bn, z_in, dict(zip(names, ps)))
 
-            scale = 1.0 / self.batch_size
+            # H_W = d^2 l_b / dW^2 (l_b is already a mean over the batch).
+            scale = 1.0
         else:
             primals = [z_in]
 
             def f(*ps: torch.Tensor) -> torch.Tensor:
                 return run_block(blk, state, bn, ps[0])
 
-            scale = 1.0
+            # H_z = m d^2 l_b / dZ^2: per sample.
+            scale = float(self.batch_size)
         self._primal_names = names if wrt == "weights" else ["input"]
         dim = sum(p.numel() for p in primals)
         super().__init__(dim, state.dtype, primals[0].device)
         if kind == "gauss-newton":
             self.is_psd = True
+            # Gauss-Newton part of d^2 l_b: (1/m) J^T J.
             self._engine: GaussNewtonEngine | HessianEngine = GaussNewtonEngine(
-                f, primals, scale=scale, backend=self.backend, what=what
+                f, primals, scale=scale / self.batch_size, backend=self.backend, what=what
             )
         else:
             self.is_psd = None
-            target = capture.block_output(blk) - self.eta * capture.per_sample_grad(blk)
+            target = backmatching_target(
+                capture.block_output(blk), capture.per_sample_grad(blk), self.eta
+            )
 
             def phi(*ps: torch.Tensor) -> torch.Tensor:
-                return 0.5 * (target - f(*ps)).pow(2).sum()
+                return backmatching_loss(f(*ps), target)
 
             self._engine = HessianEngine(phi, primals, scale=scale, backend=self.backend, what=what)
 
