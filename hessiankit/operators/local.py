@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -80,10 +81,14 @@ class LocalHessian(SymmetricOperator):
         eta: step size of the back-matching target (``"exact"`` only; Gauss-Newton does not
             depend on it).
         backend: ``"double-backprop"`` or ``"forward-over-reverse"``.
+        params: with ``wrt="weights"``, the block's parameters to differentiate w.r.t. (the
+            model's names, e.g. only the main weight); default every floating-point parameter
+            of the block. The rest stay fixed at the captured point.
 
     Raises:
-        OperatorError: the block has no weights (for ``wrt="weights"``), is not differentiable,
-            or an option is unknown.
+        OperatorError: the block has no weights (for ``wrt="weights"``), ``params`` names a
+            parameter outside the block, the block is not differentiable, or an option is
+            unknown.
         DataError: ``kind="exact"`` without labels in the capture.
     """
 
@@ -98,6 +103,7 @@ class LocalHessian(SymmetricOperator):
         kind: Literal["gauss-newton", "exact"] = "gauss-newton",
         eta: float = 1.0,
         backend: Backend = "double-backprop",
+        params: Sequence[str] | None = None,
     ) -> None:
         self.block = capture.split.block(block)
         self.wrt = check_wrt(wrt)
@@ -113,6 +119,14 @@ class LocalHessian(SymmetricOperator):
         what = f"block {blk.index} ({blk.name}) w.r.t. its {wrt}"
         if wrt == "weights":
             names = [n for n in blk.param_names if state.params[n].is_floating_point()]
+            if params is not None:
+                alien = [n for n in params if n not in names]
+                if alien:
+                    raise OperatorError(
+                        f"params {alien} are not floating-point parameters of block "
+                        f"{blk.index} ({blk.name}); it has {names}"
+                    )
+                names = list(params)
             if not names:
                 raise OperatorError(
                     f"block {blk.index} ({blk.name}) has no parameters; use wrt='input'"
@@ -125,6 +139,8 @@ class LocalHessian(SymmetricOperator):
             # H_W = d^2 l_b / dW^2 (l_b is already a mean over the batch).
             scale = 1.0
         else:
+            if params is not None:
+                raise OperatorError("params= selects weights; it goes with wrt='weights'")
             primals = [z_in]
 
             def f(*ps: torch.Tensor) -> torch.Tensor:
