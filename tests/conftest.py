@@ -3,7 +3,8 @@
 Also the one rule for the ``slow`` marker (``pytest -m "not slow"`` is the quick run): a test
 that runs the installed ``hessiankit`` executable (the ``hk`` fixture of ``tests/cli``) or lives
 in an end-to-end file (``*_e2e.py``: torchrun, whole CLI runs) is slow. Tests that run an
-analysis script carry the marker themselves (``tests/analyses``, the analyses' smoke test).
+analysis script or spawn processes carry the marker themselves (``tests/analyses``, the
+analyses' smoke test, two gloo ranks in ``tests/operators/test_distributed.py``).
 """
 
 from __future__ import annotations
