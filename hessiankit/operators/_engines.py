@@ -147,15 +147,36 @@ def _agrees(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 class _Engine:
     """What both engines share: the point, the constant, the backend and the column loop.
 
-    A subclass gives the product with one set of tangents two ways: ``_product`` (through the
-    kept graph, batched or not) and ``_product_func`` (:mod:`torch.func`, one column).
+    A subclass builds what its products need at the point (``_build``) and gives the product
+    with one set of tangents two ways: ``_product`` (through the kept graph, batched or not)
+    and ``_product_func`` (:mod:`torch.func`, one column).
+
+    Args:
+        fn: the function of the primals (see the subclass).
+        primals: the point; detached copies are differentiated.
+        scale: constant factor applied to every product.
+        backend: see module docstring.
+        what: words for error messages ("block 3 w.r.t. its weights").
     """
 
-    def __init__(self, primals: Sequence[torch.Tensor], scale: float, backend: Backend) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., torch.Tensor],
+        primals: Sequence[torch.Tensor],
+        *,
+        scale: float,
+        backend: Backend,
+        what: str,
+    ) -> None:
+        self.fn = fn
         self.scale = scale
         self.backend = backend
         self.primals = [p.detach().requires_grad_(True) for p in primals]
         self._batched = _Batched()
+        self._build(what)
+
+    def _build(self, what: str) -> None:
+        raise NotImplementedError
 
     def _product(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -182,27 +203,14 @@ class _Engine:
 class GaussNewtonEngine(_Engine):
     """Products with ``c J^T J`` for ``J = d f / d primals`` at the given point.
 
-    Args:
-        f: the function (primals -> one tensor).
-        primals: the point; detached copies are differentiated.
-        scale: the constant c.
-        backend: see module docstring.
-        what: words for error messages ("block 3 w.r.t. its weights").
+    ``GaussNewtonEngine(f, primals, scale=c, backend=..., what=...)``, ``f`` the function
+    (primals -> one tensor); the other arguments as in :class:`_Engine`.
     """
 
-    def __init__(
-        self,
-        f: Callable[..., torch.Tensor],
-        primals: Sequence[torch.Tensor],
-        *,
-        scale: float,
-        backend: Backend,
-        what: str,
-    ) -> None:
-        super().__init__(primals, scale, backend)
-        self.f = f
+    def _build(self, what: str) -> None:
+        f = self.fn
         with torch.enable_grad(), full_precision():
-            if backend == "double-backprop":
+            if self.backend == "double-backprop":
                 self.out = f(*self.primals)
                 _require_grad(self.out, what)
                 self._u = torch.zeros_like(self.out, requires_grad=True)
@@ -232,35 +240,21 @@ class GaussNewtonEngine(_Engine):
 
     def _product_func(self, tangents: list[torch.Tensor]) -> list[torch.Tensor]:
         primals = tuple(p.detach() for p in self.primals)
-        Jv = func_jvp(self.f, primals, tuple(tangents))[1]
+        Jv = func_jvp(self.fn, primals, tuple(tangents))[1]
         return list(self._vjp(Jv))
 
 
 class HessianEngine(_Engine):
     """Products with ``scale * d^2 phi / d primals^2`` for a scalar function phi.
 
-    Args:
-        phi: scalar function of the primals.
-        primals: the point.
-        scale: constant factor applied to every product.
-        backend: see module docstring.
-        what: words for error messages.
+    ``HessianEngine(phi, primals, scale=..., backend=..., what=...)``, ``phi`` a scalar
+    function of the primals; the other arguments as in :class:`_Engine`.
     """
 
-    def __init__(
-        self,
-        phi: Callable[..., torch.Tensor],
-        primals: Sequence[torch.Tensor],
-        *,
-        scale: float,
-        backend: Backend,
-        what: str,
-    ) -> None:
-        super().__init__(primals, scale, backend)
-        self.phi = phi
-        if backend == "double-backprop":
+    def _build(self, what: str) -> None:
+        if self.backend == "double-backprop":
             with torch.enable_grad(), full_precision():
-                value = phi(*self.primals)
+                value = self.fn(*self.primals)
                 _require_grad(value, what)
                 grads = torch.autograd.grad(
                     value, self.primals, create_graph=True, allow_unused=True
@@ -281,7 +275,7 @@ class HessianEngine(_Engine):
             ]
         else:
             n = len(self.primals)
-            g = func_grad(self.phi, argnums=tuple(range(n)))
+            g = func_grad(self.fn, argnums=tuple(range(n)))
             parts = list(g(*[p.detach() for p in self.primals]))
         return torch.cat([t.reshape(-1) for t in parts]) * self.scale
 
@@ -294,7 +288,7 @@ class HessianEngine(_Engine):
 
     def _product_func(self, tangents: list[torch.Tensor]) -> list[torch.Tensor]:
         n = len(self.primals)
-        g = func_grad(self.phi, argnums=tuple(range(n)))
+        g = func_grad(self.fn, argnums=tuple(range(n)))
         primals = tuple(p.detach() for p in self.primals)
         hv = func_jvp(g, primals, tuple(tangents))[1]
         return list(hv)

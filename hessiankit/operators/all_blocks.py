@@ -24,8 +24,7 @@ Example:
     >>> from torch import nn
     >>> import hessiankit as hk
     >>> from hessiankit.operators.all_blocks import AllBlocksLocalHessian
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     >>> cap = hk.capture(net, torch.randn(6, 3, dtype=torch.float64))
     >>> H = AllBlocksLocalHessian(cap).to_dense()
@@ -47,12 +46,12 @@ from hessiankit.blocks.split import Block
 from hessiankit.errors import OperatorError
 from hessiankit.operators._engines import Backend, GaussNewtonEngine, HessianEngine, check_backend
 from hessiankit.operators.base import SymmetricOperator
-from hessiankit.operators.local import Wrt, check_kind, check_wrt
+from hessiankit.operators.local import BlockRecord, Wrt, check_kind, check_wrt
 
 __all__ = ["AllBlocksLocalHessian"]
 
 
-class AllBlocksLocalHessian(SymmetricOperator):
+class AllBlocksLocalHessian(BlockRecord, SymmetricOperator):
     """``diag(H_1, ..., H_B)``: the local Hessians of several blocks as one operator.
 
     Vectors are the concatenation of the blocks' vectors in block order (each block's own
@@ -73,6 +72,9 @@ class AllBlocksLocalHessian(SymmetricOperator):
             unknown.
         DataError: ``kind="exact"`` without labels in the capture.
     """
+
+    kind: Literal["gauss-newton", "exact"]
+    eta: float
 
     def __init__(
         self,
@@ -191,30 +193,8 @@ class AllBlocksLocalHessian(SymmetricOperator):
 
     def describe_part(self, i: int) -> dict[str, object]:
         """What block ``i`` (position in :attr:`blocks`) is, as LocalHessian.describe() says it."""
-        b = self.blocks[i]
-        return {
-            "block": b.index,
-            "name": b.name,
-            "wrt": self.wrt,
-            "kind": self.kind,
-            "eta": self.eta if self.kind == "exact" else None,
-            "bn": self.capture.bn,
-            "batch_size": self.batch_size,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "dimension": self.parts[i].stop - self.parts[i].start,
-            "backend": self.backend,
-        }
+        b, part = self.blocks[i], self.parts[i]
+        return self.block_record(b.index, b.name, part.stop - part.start)
 
     def describe(self) -> dict[str, object]:
-        return {
-            "block": [b.index for b in self.blocks],
-            "name": "all blocks",
-            "wrt": self.wrt,
-            "kind": self.kind,
-            "eta": self.eta if self.kind == "exact" else None,
-            "bn": self.capture.bn,
-            "batch_size": self.batch_size,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "dimension": self.dim,
-            "backend": self.backend,
-        }
+        return self.block_record([b.index for b in self.blocks], "all blocks", self.dim)

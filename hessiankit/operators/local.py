@@ -25,8 +25,7 @@ Example:
     >>> import torch
     >>> from torch import nn
     >>> import hessiankit as hk
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4, bias=False)).double()
     >>> x = torch.randn(5, 3, dtype=torch.float64)
     >>> H = hk.LocalHessian(hk.capture(net, x), 1).to_dense()
@@ -49,7 +48,7 @@ from hessiankit.errors import OperatorError
 from hessiankit.operators._engines import Backend, GaussNewtonEngine, HessianEngine, check_backend
 from hessiankit.operators.base import SymmetricOperator
 
-__all__ = ["Kind", "LocalHessian", "Wrt", "check_kind", "check_wrt"]
+__all__ = ["BlockRecord", "Kind", "LocalHessian", "Wrt", "check_kind", "check_wrt"]
 
 Wrt = Literal["weights", "input"]
 Kind = Literal["gauss-newton", "exact", "loss"]
@@ -67,7 +66,39 @@ def check_kind(kind: str) -> Kind:
     return kind  # type: ignore[return-value]
 
 
-class LocalHessian(SymmetricOperator):
+class BlockRecord:
+    """The ``describe()`` record of an operator of one block's (or several blocks') variables.
+
+    Shared by :class:`LocalHessian`, :class:`~hessiankit.operators.all_blocks.AllBlocksLocalHessian`
+    and :class:`~hessiankit.operators.loss.LossHessian`, which set the attributes below
+    (``eta`` only for the exact kind; ``dtype`` comes from the operator).
+    """
+
+    wrt: Wrt
+    kind: str
+    eta: float | None = None
+    capture: BlockCapture
+    batch_size: int
+    backend: Backend
+    dtype: torch.dtype
+
+    def block_record(self, block: int | list[int], name: str, dimension: int) -> dict[str, object]:
+        """What the operator is, for reports and JSON: block, variables, kind, point, size."""
+        return {
+            "block": block,
+            "name": name,
+            "wrt": self.wrt,
+            "kind": self.kind,
+            "eta": self.eta if self.kind == "exact" else None,
+            "bn": self.capture.bn,
+            "batch_size": self.batch_size,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "dimension": dimension,
+            "backend": self.backend,
+        }
+
+
+class LocalHessian(BlockRecord, SymmetricOperator):
     """Hessian of block b's back-matching loss, w.r.t. its weights or its input.
 
     A product runs only the block's own function (never the rest of the network). The point
@@ -93,6 +124,8 @@ class LocalHessian(SymmetricOperator):
     """
 
     is_psd: bool | None
+    kind: Literal["gauss-newton", "exact"]
+    eta: float
 
     def __init__(
         self,
@@ -178,15 +211,4 @@ class LocalHessian(SymmetricOperator):
 
     def describe(self) -> dict[str, object]:
         """What this operator is, for reports and JSON."""
-        return {
-            "block": self.block.index,
-            "name": self.block.name,
-            "wrt": self.wrt,
-            "kind": self.kind,
-            "eta": self.eta if self.kind == "exact" else None,
-            "bn": self.capture.bn,
-            "batch_size": self.batch_size,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "dimension": self.dim,
-            "backend": self.backend,
-        }
+        return self.block_record(self.block.index, self.block.name, self.dim)
