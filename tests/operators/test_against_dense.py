@@ -25,8 +25,18 @@ CASES = [
     ("resnet_bn", 2, 3, 6, ["eval", "train"]),
     ("resnet_bn", 3, 6, 7, ["eval", "train"]),
 ]
+# The convolution and ResNet cases take most of the suite's time (dense float64 references of
+# a few hundred dimensions): slow, so `pytest -m "not slow"` keeps the MLP cases only.
 PARAMS = [
-    pytest.param(fx, b, lo, hi, bn, id=f"{fx}-b{b}-{bn}")
+    pytest.param(
+        fx,
+        b,
+        lo,
+        hi,
+        bn,
+        id=f"{fx}-b{b}-{bn}",
+        marks=[pytest.mark.slow] if fx != "mlp_tanh" else [],
+    )
     for fx, b, lo, hi, modes in CASES
     for bn in modes
 ]
