@@ -4,7 +4,8 @@ Also the one rule for the ``slow`` marker (``pytest -m "not slow"`` is the quick
 that runs the installed ``hessiankit`` executable (the ``hk`` fixture of ``tests/cli``) or lives
 in an end-to-end file (``*_e2e.py``: torchrun, whole CLI runs) is slow. Tests that run an
 analysis script or spawn processes carry the marker themselves (``tests/analyses``, the
-analyses' smoke test, two gloo ranks in ``tests/operators/test_distributed.py``).
+analyses' smoke test, two gloo ranks in ``tests/operators/test_distributed.py``), and so do the
+convolution and ResNet dense references of ``tests/operators``.
 """
 
 from __future__ import annotations
