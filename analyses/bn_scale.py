@@ -10,7 +10,7 @@
   ``1/s^2`` law in the input scale s.
 * claim 14: training an MLP with BN on Fashion-MNIST (SGD, momentum 0.9), with and without weight
   decay: per hidden block the weight norm and ``m_W`` (the mean eigenvalue ``tr(H_W)/dim`` of the
-  main weight's local Hessian, :func:`hessiankit.analytic.scalar.block_scales`, Hutch++), and the
+  main weight's local Hessian, :func:`hessiankit.optim.scales.block_scales`, Hutch++), and the
   log-log slope of ``m_W`` against ``||W||`` over training (prediction: -2).
 
 Every Hessian is the core's operator (``LocalHessian``, dense float64 or Hutch++).
@@ -31,7 +31,7 @@ from _common import load_images, mean_ci, parser, plt, setup, write_json
 
 import hessiankit as hk
 from hessiankit.analytic import batchnorm as bnf
-from hessiankit.analytic.scalar import block_scales
+from hessiankit.optim.scales import block_scales
 
 
 def bn_block(n_in: int, n_out: int, seed: int, eps: float = 1e-12) -> nn.Sequential:

@@ -28,20 +28,10 @@ from torch import nn
 from _common import RANK_RTOL, kappa_of, load_images, mean_ci, parser, plt, setup, write_json
 
 import hessiankit as hk
+from hessiankit.models import Residual
 
 ARCHS = ("linear", "tanh", "relu", "cnn")
 INITS = ("gaussian", "orthogonal")
-
-
-class Residual(nn.Module):
-    """``z + branch(z)``: the skip connection makes the whole unit one block."""
-
-    def __init__(self, branch: nn.Module) -> None:
-        super().__init__()
-        self.branch = branch
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z + self.branch(z)
 
 
 def _act(arch: str) -> nn.Module:

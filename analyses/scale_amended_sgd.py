@@ -469,8 +469,7 @@ def plot_sweep(cfg: Config, summary: dict, out: Path) -> None:
     One seed per rate, so the bars show only the sampling error of ``n_val`` validation images
     (normal approximation, ``1.96 sqrt(p (1 - p) / n_val)``), not the seed-to-seed spread.
     """
-    from hessiankit.plots import save_figure, style
-    from hessiankit.plots._style import new_axes
+    from hessiankit.plots import new_axes, save_figure, style
 
     n_val = summary["config"]["n_val"]
     with style():
@@ -502,8 +501,7 @@ def plot_amendment(cfg: Config, r: np.ndarray, lr: float, out: Path, note: str =
     """Per-block multipliers (epochs x blocks) as a heat map: no block hides behind another."""
     import matplotlib
 
-    from hessiankit.plots import save_figure, style
-    from hessiankit.plots._style import new_axes
+    from hessiankit.plots import new_axes, save_figure, style
 
     with style():
         fig, ax = new_axes(None, (8.0, 0.8 + 0.34 * r.shape[1]))

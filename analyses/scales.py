@@ -1,7 +1,7 @@
 """Scalar approximations of the local Hessians across blocks (claims 15, 16).
 
 ``m_{b,W}`` and ``m_{b,z}`` (mean eigenvalues of the Gauss-Newton weight and per-sample input
-local Hessians) from :func:`hessiankit.analytic.scalar.block_scales`, for
+local Hessians) from :func:`hessiankit.optim.scales.block_scales`, for
 
 * a plain MLP (linear and ReLU blocks), a BN MLP (Linear-BN-ReLU blocks) on Fashion-MNIST 7x7,
 * a narrow VGG13-BN (``hessiankit.models.vgg``, width 1/16) on Fashion-MNIST 32x32,
@@ -26,7 +26,7 @@ from torch import nn
 from _common import load_images, mean_ci, parser, plt, setup, write_json
 
 import hessiankit as hk
-from hessiankit.analytic.scalar import block_scales
+from hessiankit.optim.scales import block_scales
 from hessiankit.models import vgg
 
 

@@ -32,15 +32,7 @@ from _common import parser, plt, quantiles, setup, write_json
 import hessiankit as hk
 from hessiankit.analytic import orthogonal as orth
 from hessiankit.analytic import residual as res
-
-
-class Residual(nn.Module):
-    def __init__(self, branch: nn.Module) -> None:
-        super().__init__()
-        self.branch = branch
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z + self.branch(z)
+from hessiankit.models import Residual
 
 
 def eig_input(net: nn.Module, x: torch.Tensor, bn: str = "eval") -> np.ndarray:

@@ -19,7 +19,7 @@ Blocks: :func:`split_blocks`, :func:`capture`. Operators: :class:`LocalHessian` 
 compute), :func:`hessian_operator` (either, by kind), :class:`MatrixOperator`. Solvers:
 :func:`spectrum` (auto: dense or Lanczos), :func:`lanczos`, :func:`power_iteration`,
 :func:`dense_eigh`, :func:`slq`, :func:`trace` (Hutchinson, Hutch++). Closed forms:
-:mod:`hessiankit.analytic`; scalar approximations :func:`block_scales`. Training:
+:mod:`hessiankit.analytic`; measured scalar approximations :func:`block_scales`. Training:
 :class:`BackMatchingPropagation` (Procedure 1), :class:`ScaleAmendedSGD` (Algorithm 2).
 Data and models: :func:`load_dataset`, :func:`load_model` (safe by default), :func:`vgg`.
 Pictures: :mod:`hessiankit.plots`, :mod:`hessiankit.report`.
@@ -27,7 +27,6 @@ Pictures: :mod:`hessiankit.plots`, :mod:`hessiankit.report`.
 
 from hessiankit import analytic
 from hessiankit._version import __version__
-from hessiankit.analytic.scalar import BlockScale, block_scales
 from hessiankit.blocks import Block, BlockCapture, BlockSplit, capture, split_blocks
 from hessiankit.data import load_dataset
 from hessiankit.errors import HessiankitError
@@ -40,7 +39,13 @@ from hessiankit.operators import (
     SymmetricOperator,
     hessian_operator,
 )
-from hessiankit.optim import BackMatchingPropagation, ScaleAmendedSGD, block_param_groups
+from hessiankit.optim import (
+    BackMatchingPropagation,
+    BlockScale,
+    ScaleAmendedSGD,
+    block_param_groups,
+    block_scales,
+)
 from hessiankit.solvers import (
     ConditionNumber,
     DensityCurve,

@@ -1,10 +1,25 @@
-"""Shared fixtures: small float64 networks with every kind of block the core must handle."""
+"""Shared fixtures: small float64 networks with every kind of block the core must handle.
+
+Also the one rule for the ``slow`` marker (``pytest -m "not slow"`` is the quick run): a test
+that runs the installed ``hessiankit`` executable (the ``hk`` fixture of ``tests/cli``) or lives
+in an end-to-end file (``*_e2e.py``: torchrun, whole CLI runs) is slow. Tests that run an
+analysis script or spawn processes carry the marker themselves (``tests/analyses``, the
+analyses' smoke test, two gloo ranks in ``tests/operators/test_distributed.py``), and so do the
+convolution and ResNet dense references of ``tests/operators``.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        runs_executable = "hk" in getattr(item, "fixturenames", ())
+        if runs_executable or item.path.name.endswith("_e2e.py"):
+            item.add_marker(pytest.mark.slow)
 
 
 class BasicBlock(nn.Module):

@@ -8,7 +8,9 @@ Modules: :mod:`~hessiankit.analytic.linear` (linear and conv blocks, Kronecker f
 :mod:`~hessiankit.analytic.nonlinear` (the element-wise derivative factor),
 :mod:`~hessiankit.analytic.orthogonal` (``W^T W``, Marchenko-Pastur),
 :mod:`~hessiankit.analytic.residual` (skip connections, the limit law),
-:mod:`~hessiankit.analytic.batchnorm` (weight and input local Hessians with batch norm).
+:mod:`~hessiankit.analytic.batchnorm` (weight and input local Hessians with batch norm),
+:mod:`~hessiankit.analytic.scalar` (closed forms of the scalars ``m_{b,W}``, ``m_{b,z}``; the
+measured ones are :mod:`hessiankit.optim.scales`).
 """
 
 from hessiankit.analytic.batchnorm import (

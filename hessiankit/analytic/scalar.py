@@ -1,35 +1,27 @@
-r"""Scalar approximations of the local Hessians: ``H_{W_b} ~ m_{b,W} I``, ``H_{z_{b-1}} ~ m_{b,z} I``.
+r"""Closed forms of the scalar local Hessians: ``H_{W_b} ~ m_{b,W} I``, ``H_{z_{b-1}} ~ m_{b,z} I``.
 
-The one definition of the scalars that scale-amended SGD (paper digest, section 5) and the
-analytic helpers share. Normalisation is the core's (:mod:`hessiankit.operators.local`): the
-weight local Hessian is the Hessian of the **batch-mean** back-matching loss,
-``H_W = (1/m) J_W^T J_W``; the input local Hessian is **per sample**, ``H_z = J_z^T J_z``. The
-best scalar stand-in for a symmetric matrix in the Frobenius sense is its mean eigenvalue
-``tr(H)/dim``, so that is what every closed form below computes.
+The scalars that scale-amended SGD (paper digest, section 5) runs on, as formulas.
+Normalisation is the core's (:mod:`hessiankit.operators.local`): the weight local Hessian is
+the Hessian of the **batch-mean** back-matching loss, ``H_W = (1/m) J_W^T J_W``; the input local
+Hessian is **per sample**, ``H_z = J_z^T J_z``. The best scalar stand-in for a symmetric matrix
+in the Frobenius sense is its mean eigenvalue ``tr(H)/dim``, so that is what every closed form
+below computes.
 
-Three ways to get the scalars (:func:`block_scales`):
-
-``"trace"`` (default)
-    ``tr(H)/dim`` of the measured Gauss-Newton local Hessians, by Hutch++ with ``num_products``
-    products (:mod:`hessiankit.solvers.trace`). Model-free; costs a few backward passes per
-    block.
-``"closed-form"``
-    the formulas of this module (the digest's section 5, and exact counting for convolutions):
-    one pass over the weights and the block input, no Hessian products. Only for blocks made of
-    one ``Linear``/``Conv{1,2,3}d``, optionally followed by a batch norm and by parameter-free
-    modules whose Jacobian selects entries (ReLU, max pooling, flatten, dropout), whose effect
-    enters through :func:`activation_gain`. Other blocks (smooth nonlinearities, average
-    pooling, skip connections, custom layers) raise :class:`~hessiankit.errors.OperatorError`.
-``"lambda-max"``
-    the top eigenvalue of the Gauss-Newton local Hessians by power iteration (an upper scale:
-    the largest unit step that still contracts is ``2/lambda_max``).
+The formulas (the digest's section 5, and exact counting for convolutions) need one pass over
+the weights and the block input, no Hessian products. :func:`closed_form_scales` applies them
+to the blocks of a capture: blocks made of one ``Linear``/``Conv{1,2,3}d``, optionally followed
+by a batch norm and by parameter-free modules whose Jacobian selects entries (ReLU, max pooling,
+flatten, dropout), whose effect enters through :func:`activation_gain`. Other blocks (smooth
+nonlinearities, average pooling, skip connections, custom layers) raise
+:class:`~hessiankit.errors.OperatorError`. The *measured* scalars (Hutch++ traces, power
+iteration) and the one entry point over all three methods, :func:`block_scales`, live next to
+the optimizer in :mod:`hessiankit.optim.scales` (importable from here as before).
 
 Which weights: ``m_{b,W}`` is taken over the block's **main weight** (the weight tensor of its
-first ``Linear``/``Conv``; bias excluded), the quantity the formulas describe, unless
-``params="all"`` (every parameter of the block: bias, batch-norm gamma and beta too; "trace" and
-"lambda-max" only). The bias of a linear/conv block corresponds to a constant input of 1; it
-adds ``1`` (linear) or the number of output positions (conv) to the Hessian's diagonal, which
-:func:`linear_m_w` and :func:`conv_m_w` include on request (``bias=True``).
+first ``Linear``/``Conv``; bias excluded), the quantity the formulas describe. The bias of a
+linear/conv block corresponds to a constant input of 1; it adds ``1`` (linear) or the number of
+output positions (conv) to the Hessian's diagonal, which :func:`linear_m_w` and
+:func:`conv_m_w` include on request (``bias=True``).
 
 Example (a linear block: ``m_W`` is the mean squared input, ``m_z = ||W||_F^2 / n_in``):
     >>> import torch
@@ -45,35 +37,29 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hessiankit.blocks.capture import BlockCapture, run_block
+from hessiankit.blocks.capture import BlockCapture
 from hessiankit.blocks.modes import is_batchnorm
 from hessiankit.blocks.split import Block
 from hessiankit.errors import OperatorError
-from hessiankit.operators._engines import GaussNewtonEngine
-from hessiankit.operators.base import SymmetricOperator
-from hessiankit.operators.local import LocalHessian
 
 __all__ = [
     "BlockScale",
-    "ScaleMethod",
-    "batchnorm_m_w",
     "activation_gain",
+    "batchnorm_m_w",
     "batchnorm_m_z",
-    "block_scales",
+    "closed_form_scales",
     "conv_m_w",
     "conv_m_z",
     "linear_m_w",
     "linear_m_z",
     "main_weight_name",
 ]
-
-ScaleMethod = Literal["trace", "closed-form", "lambda-max"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Parameter-free modules whose Jacobian selects entries (0/1 rows): their effect on the traces is
@@ -380,7 +366,28 @@ def activation_gain(z_out: torch.Tensor, pre_numel: int) -> float:
     return float((z_out != 0).sum()) / pre_numel
 
 
-# --------------------------------------------------------------------------- per-block scalars
+# ------------------------------------------------------------------------ at a capture's blocks
+
+
+def closed_form_scales(
+    capture: BlockCapture, blocks: Sequence[int | str | Block] | None = None
+) -> tuple[BlockScale, ...]:
+    """``m_{b,W}`` (main weight) and ``m_{b,z}`` from the closed forms, per block of a capture.
+
+    Args:
+        capture: the recorded batch (``bn="train"`` for blocks with batch norm: the formulas
+            describe batch statistics).
+        blocks: the blocks (indices from 1, module paths or :class:`Block`); default all.
+
+    Raises:
+        OperatorError: a block has no closed form (the message says why).
+    """
+    chosen = [capture.split.block(b) for b in blocks] if blocks is not None else list(capture.split)
+    out = []
+    for block in chosen:
+        m_w, m_z = _closed_form(capture, block)
+        out.append(BlockScale(block.index, block.name, m_w, m_z, "closed-form", 0.0, 0.0))
+    return tuple(out)
 
 
 def _modules(capture: BlockCapture, block: Block) -> list[tuple[str, nn.Module]]:
@@ -405,44 +412,6 @@ def main_weight_name(capture_or_model: BlockCapture | nn.Module, block: Block) -
         if n.endswith("weight") and not (owner is not None and is_batchnorm(owner)):
             return n
     return None
-
-
-class _WeightsGN(SymmetricOperator):
-    """Gauss-Newton local Hessian w.r.t. a chosen subset of the block's parameters."""
-
-    is_psd = True
-
-    def __init__(self, capture: BlockCapture, block: Block, names: Sequence[str]) -> None:
-        state, bn, z_in = capture.state, capture.bn, capture.block_input(block)
-        primals = [state.params[n] for n in names]
-
-        def f(*ps: torch.Tensor) -> torch.Tensor:
-            return run_block(block, state, bn, z_in, dict(zip(names, ps)))
-
-        super().__init__(sum(p.numel() for p in primals), state.dtype, primals[0].device)
-        self._engine = GaussNewtonEngine(
-            f,
-            primals,
-            scale=1.0 / capture.batch_size,
-            backend="double-backprop",
-            what=f"block {block.index} ({block.name}) w.r.t. {', '.join(names)}",
-        )
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        return self._engine.matmat(V)
-
-
-def _estimate(
-    op: SymmetricOperator, method: str, num_products: int, seed: int
-) -> tuple[float, float]:
-    from hessiankit.solvers.power import power_iteration
-    from hessiankit.solvers.trace import hutch_plus_plus
-
-    if method == "trace":
-        r = hutch_plus_plus(op, num_products=max(num_products, 6), seed=seed)
-        return r.mean_eigenvalue, r.std_error / op.dim
-    p = power_iteration(op, k=1, which="LA", tol=1e-3, max_iter=max(num_products, 2), seed=seed)
-    return float(p.pairs.eigenvalues[0]), float(p.pairs.error_bounds[0])
 
 
 def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, float]:
@@ -564,54 +533,14 @@ def _conv_positions(conv: nn.Module, spatial: Sequence[int]) -> int:
     return out
 
 
-def block_scales(
-    capture: BlockCapture,
-    *,
-    method: ScaleMethod = "trace",
-    num_products: int = 30,
-    seed: int = 0,
-    params: Literal["main", "all"] = "main",
-    blocks: Sequence[int] | None = None,
-) -> tuple[BlockScale, ...]:
-    r"""``m_{b,W}`` and ``m_{b,z}`` for every block (or the listed ones) of a capture.
+_MEASURED = ("ScaleMethod", "block_scales")
 
-    Args:
-        capture: the recorded batch (:func:`hessiankit.capture`; use ``bn="train"`` for
-            networks trained with batch norm).
-        method: ``"trace"`` (Hutch++ mean eigenvalue), ``"closed-form"`` or ``"lambda-max"``
-            (power iteration), see the module docstring.
-        num_products: product budget per operator (trace), or iteration cap (lambda-max).
-        seed: seed of the random probes / start vectors.
-        params: ``"main"`` (the main weight tensor) or ``"all"`` (every parameter of the block).
-        blocks: block indices (from 1); default all.
 
-    Raises:
-        OperatorError: unknown method, or no closed form for a block.
-    """
-    if method not in ("trace", "closed-form", "lambda-max"):
-        raise OperatorError(
-            f"unknown method {method!r}; use 'trace', 'closed-form' or 'lambda-max'"
-        )
-    if params not in ("main", "all"):
-        raise OperatorError(f"unknown params {params!r}; use 'main' or 'all'")
-    if method == "closed-form" and params != "main":
-        raise OperatorError("the closed forms describe the main weight only; use params='main'")
-    chosen = [capture.split.block(i) for i in blocks] if blocks is not None else list(capture.split)
-    out = []
-    for block in chosen:
-        if method == "closed-form":
-            cw, cz = _closed_form(capture, block)
-            out.append(BlockScale(block.index, block.name, cw, cz, method, 0.0, 0.0))
-            continue
-        names = (
-            [n for n in block.param_names if capture.state.params[n].is_floating_point()]
-            if params == "all"
-            else [n for n in [main_weight_name(capture, block)] if n is not None]
-        )
-        m_w: float | None = None
-        e_w = 0.0
-        if names:
-            m_w, e_w = _estimate(_WeightsGN(capture, block, names), method, num_products, seed)
-        m_z, e_z = _estimate(LocalHessian(capture, block, wrt="input"), method, num_products, seed)
-        out.append(BlockScale(block.index, block.name, m_w, m_z, method, e_w, e_z))
-    return tuple(out)
+def __getattr__(name: str) -> object:
+    # The measured scalars moved to hessiankit.optim.scales; their old import path stays
+    # (imported lazily: that module imports this one).
+    if name in _MEASURED:
+        from hessiankit.optim import scales
+
+        return getattr(scales, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

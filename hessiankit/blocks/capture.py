@@ -66,17 +66,33 @@ def resolve_loss(loss_fn: str | LossFn) -> LossFn:
 def run_block(
     block: Block,
     state: FunctionalState,
-    bn: BNMode,
+    bn: BNMode | None,
     z: torch.Tensor,
     params: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``F_b(W_b, z)`` on the functional state; ``params`` overrides some of ``W_b``."""
+    """``F_b(W_b, z)``: the one way every part of hessiankit evaluates a block.
+
+    Runs on ``state``'s tensors, with clones of the block's buffers so that batch norm in train
+    mode never moves the running statistics.
+
+    Args:
+        block: the block.
+        state: its parameters and buffers (:class:`FunctionalState`).
+        bn: batch-norm mode of the pass, every other module in eval mode
+            (:func:`~hessiankit.blocks.modes.analysis_mode`); ``None`` keeps the modules'
+            own training flags (the trainer's passes, as its forward ran).
+        z: the block input ``z_{b-1}``.
+        params: tensors that replace some of ``W_b`` (by the model's names).
+    """
     tensors = {n: state.params[n] for n in block.param_names}
     if params:
         tensors.update(params)
     tensors.update(state.fresh_buffers(block.buffer_names))
-    with analysis_mode([block.function], bn):
+    if bn is None:
         out: torch.Tensor = functional_call(block.function, tensors, (z,))
+        return out
+    with analysis_mode([block.function], bn):
+        out = functional_call(block.function, tensors, (z,))
     return out
 
 

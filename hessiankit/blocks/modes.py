@@ -100,6 +100,18 @@ class FunctionalState:
         }
         return cls(params=params, buffers=buffers, dtype=dtype)
 
+    @classmethod
+    def live(cls, model: nn.Module) -> FunctionalState:
+        """``model``'s own parameters and buffers, not copies (for a trainer that updates them).
+
+        Passes through :func:`~hessiankit.blocks.capture.run_block` still clone the buffers.
+        """
+        return cls(
+            params=dict(model.named_parameters()),
+            buffers=dict(model.named_buffers()),
+            dtype=_model_dtype(model),
+        )
+
     def fresh_buffers(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
         """Clones of the named buffers, so one forward's running-stat update is thrown away."""
         return {name: self.buffers[name].clone() for name in names if name in self.buffers}

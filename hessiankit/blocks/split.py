@@ -35,7 +35,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from hessiankit.blocks.trace import Segment, TracedChain, build_function, trace_chain
+from hessiankit.blocks.tracing import Segment, TracedChain, build_function, trace_chain
 from hessiankit.errors import BlockError
 
 __all__ = ["Block", "BlockSpec", "BlockSplit", "split_blocks"]
@@ -113,8 +113,11 @@ class BlockSplit:
     def block(self, key: int | str | Block) -> Block:
         """Find a block by its index (from 1), a module path, or ``"model"``.
 
+        Index 0 (or ``"0"``) is refused rather than read as the whole model: blocks are numbered
+        from 1, so a 0 is far more likely a slip than a request for every weight at once.
+
         Raises:
-            BlockError: no block matches, with the valid range in the message.
+            BlockError: no block matches, with the valid range in the message; or index 0.
         """
         if isinstance(key, Block):
             return key
@@ -122,7 +125,10 @@ class BlockSplit:
             key = int(key)
         if isinstance(key, int):
             if key == 0:
-                return self._whole
+                raise BlockError(
+                    f"block 0 is not a block (blocks are numbered 1..{len(self.blocks)}); "
+                    "for the whole model as one block use 'model'"
+                )
             if 1 <= key <= len(self.blocks):
                 return self.blocks[key - 1]
             raise BlockError(

@@ -144,33 +144,73 @@ def _agrees(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(float((x - y).abs().max()) <= 1e3 * eps * scale for x, y in zip(a, b) if x.numel())
 
 
-class GaussNewtonEngine:
-    """Products with ``c J^T J`` for ``J = d f / d primals`` at the given point.
+class _Engine:
+    """What both engines share: the point, the constant, the backend and the column loop.
+
+    A subclass builds what its products need at the point (``_build``) and gives the product
+    with one set of tangents two ways: ``_product`` (through the kept graph, batched or not)
+    and ``_product_func`` (:mod:`torch.func`, one column).
 
     Args:
-        f: the function (primals -> one tensor).
+        fn: the function of the primals (see the subclass).
         primals: the point; detached copies are differentiated.
-        scale: the constant c.
+        scale: constant factor applied to every product.
         backend: see module docstring.
         what: words for error messages ("block 3 w.r.t. its weights").
     """
 
     def __init__(
         self,
-        f: Callable[..., torch.Tensor],
+        fn: Callable[..., torch.Tensor],
         primals: Sequence[torch.Tensor],
         *,
         scale: float,
         backend: Backend,
         what: str,
     ) -> None:
-        self.f = f
+        self.fn = fn
         self.scale = scale
         self.backend = backend
         self.primals = [p.detach().requires_grad_(True) for p in primals]
         self._batched = _Batched()
+        self._build(what)
+
+    def _build(self, what: str) -> None:
+        raise NotImplementedError
+
+    def _product(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _product_func(self, tangents: list[torch.Tensor]) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """The product with the ``dim x k`` matrix ``V`` (full float32, see ``_precision``)."""
+        with full_precision():
+            return self._matmat(V)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        parts = unflatten(V, self.primals)
+        k = V.shape[1]
+        if self.backend == "double-backprop":
+            out = self._batched.run(self._product, parts)
+        else:
+            cols = [self._product_func([p[j] for p in parts]) for j in range(k)]
+            out = [torch.stack([c[i] for c in cols]) for i in range(len(parts))]
+        return flatten(out, k) * self.scale
+
+
+class GaussNewtonEngine(_Engine):
+    """Products with ``c J^T J`` for ``J = d f / d primals`` at the given point.
+
+    ``GaussNewtonEngine(f, primals, scale=c, backend=..., what=...)``, ``f`` the function
+    (primals -> one tensor); the other arguments as in :class:`_Engine`.
+    """
+
+    def _build(self, what: str) -> None:
+        f = self.fn
         with torch.enable_grad(), full_precision():
-            if backend == "double-backprop":
+            if self.backend == "double-backprop":
                 self.out = f(*self.primals)
                 _require_grad(self.out, what)
                 self._u = torch.zeros_like(self.out, requires_grad=True)
@@ -198,54 +238,23 @@ class GaussNewtonEngine:
         Jv = self._jvp(tangents, batched)
         return _grad([self.out], self.primals, [Jv], batched)
 
-    def _product_func(self, tangents: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+    def _product_func(self, tangents: list[torch.Tensor]) -> list[torch.Tensor]:
         primals = tuple(p.detach() for p in self.primals)
-        Jv = func_jvp(self.f, primals, tuple(tangents))[1]
+        Jv = func_jvp(self.fn, primals, tuple(tangents))[1]
         return list(self._vjp(Jv))
 
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        with full_precision():
-            return self._matmat(V)
 
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        parts = unflatten(V, self.primals)
-        k = V.shape[1]
-        if self.backend == "double-backprop":
-            out = self._batched.run(self._product, parts)
-        else:
-            cols = [self._product_func([p[j] for p in parts], False) for j in range(k)]
-            out = [torch.stack([c[i] for c in cols]) for i in range(len(parts))]
-        return flatten(out, k) * self.scale
-
-
-class HessianEngine:
+class HessianEngine(_Engine):
     """Products with ``scale * d^2 phi / d primals^2`` for a scalar function phi.
 
-    Args:
-        phi: scalar function of the primals.
-        primals: the point.
-        scale: constant factor applied to every product.
-        backend: see module docstring.
-        what: words for error messages.
+    ``HessianEngine(phi, primals, scale=..., backend=..., what=...)``, ``phi`` a scalar
+    function of the primals; the other arguments as in :class:`_Engine`.
     """
 
-    def __init__(
-        self,
-        phi: Callable[..., torch.Tensor],
-        primals: Sequence[torch.Tensor],
-        *,
-        scale: float,
-        backend: Backend,
-        what: str,
-    ) -> None:
-        self.phi = phi
-        self.scale = scale
-        self.backend = backend
-        self.primals = [p.detach().requires_grad_(True) for p in primals]
-        self._batched = _Batched()
-        if backend == "double-backprop":
+    def _build(self, what: str) -> None:
+        if self.backend == "double-backprop":
             with torch.enable_grad(), full_precision():
-                value = phi(*self.primals)
+                value = self.fn(*self.primals)
                 _require_grad(value, what)
                 grads = torch.autograd.grad(
                     value, self.primals, create_graph=True, allow_unused=True
@@ -266,7 +275,7 @@ class HessianEngine:
             ]
         else:
             n = len(self.primals)
-            g = func_grad(self.phi, argnums=tuple(range(n)))
+            g = func_grad(self.fn, argnums=tuple(range(n)))
             parts = list(g(*[p.detach() for p in self.primals]))
         return torch.cat([t.reshape(-1) for t in parts]) * self.scale
 
@@ -279,24 +288,10 @@ class HessianEngine:
 
     def _product_func(self, tangents: list[torch.Tensor]) -> list[torch.Tensor]:
         n = len(self.primals)
-        g = func_grad(self.phi, argnums=tuple(range(n)))
+        g = func_grad(self.fn, argnums=tuple(range(n)))
         primals = tuple(p.detach() for p in self.primals)
         hv = func_jvp(g, primals, tuple(tangents))[1]
         return list(hv)
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        with full_precision():
-            return self._matmat(V)
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        parts = unflatten(V, self.primals)
-        k = V.shape[1]
-        if self.backend == "double-backprop":
-            out = self._batched.run(self._product, parts)
-        else:
-            cols = [self._product_func([p[j] for p in parts]) for j in range(k)]
-            out = [torch.stack([c[i] for c in cols]) for i in range(len(parts))]
-        return flatten(out, k) * self.scale
 
 
 def _require_grad(t: torch.Tensor, what: str) -> None:

@@ -24,8 +24,7 @@ Example:
     >>> from torch import nn
     >>> import hessiankit as hk
     >>> from hessiankit.operators.all_blocks import AllBlocksLocalHessian
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     >>> cap = hk.capture(net, torch.randn(6, 3, dtype=torch.float64))
     >>> H = AllBlocksLocalHessian(cap).to_dense()
@@ -41,17 +40,18 @@ from typing import Literal
 
 import torch
 
+from hessiankit.blocks.backmatching_loss import backmatching_loss, backmatching_target
 from hessiankit.blocks.capture import BlockCapture, run_block
 from hessiankit.blocks.split import Block
 from hessiankit.errors import OperatorError
 from hessiankit.operators._engines import Backend, GaussNewtonEngine, HessianEngine, check_backend
 from hessiankit.operators.base import SymmetricOperator
-from hessiankit.operators.local import Wrt, check_kind, check_wrt
+from hessiankit.operators.local import BlockRecord, Wrt, check_kind, check_wrt
 
 __all__ = ["AllBlocksLocalHessian"]
 
 
-class AllBlocksLocalHessian(SymmetricOperator):
+class AllBlocksLocalHessian(BlockRecord, SymmetricOperator):
     """``diag(H_1, ..., H_B)``: the local Hessians of several blocks as one operator.
 
     Vectors are the concatenation of the blocks' vectors in block order (each block's own
@@ -72,6 +72,9 @@ class AllBlocksLocalHessian(SymmetricOperator):
             unknown.
         DataError: ``kind="exact"`` without labels in the capture.
     """
+
+    kind: Literal["gauss-newton", "exact"]
+    eta: float
 
     def __init__(
         self,
@@ -144,7 +147,8 @@ class AllBlocksLocalHessian(SymmetricOperator):
                     outs.append(run_block(b, state, bn, mine[0]))
             return outs
 
-        scale = 1.0 / self.batch_size if wrt == "weights" else 1.0
+        # H_W = d^2 l / dW^2, H_z = m d^2 l / dZ^2 (per sample), l = sum_b l_b.
+        scale = 1.0 if wrt == "weights" else float(self.batch_size)
         what = f"blocks {[b.index for b in chosen]} w.r.t. their {wrt}"
         if kind == "gauss-newton":
             self.is_psd = True
@@ -153,16 +157,19 @@ class AllBlocksLocalHessian(SymmetricOperator):
                 return torch.cat([o.reshape(-1) for o in outputs(ps)])
 
             self._engine: GaussNewtonEngine | HessianEngine = GaussNewtonEngine(
-                f, primals, scale=scale, backend=self.backend, what=what
+                f, primals, scale=scale / self.batch_size, backend=self.backend, what=what
             )
         else:
             self.is_psd = None
             targets = [
-                capture.block_output(b) - self.eta * capture.per_sample_grad(b) for b in chosen
+                backmatching_target(capture.block_output(b), capture.per_sample_grad(b), self.eta)
+                for b in chosen
             ]
 
             def phi(*ps: torch.Tensor) -> torch.Tensor:
-                return sum(0.5 * (t - o).pow(2).sum() for t, o in zip(targets, outputs(ps)))  # type: ignore[return-value]
+                return sum(  # type: ignore[return-value]
+                    backmatching_loss(o, t) for t, o in zip(targets, outputs(ps))
+                )
 
             self._engine = HessianEngine(phi, primals, scale=scale, backend=self.backend, what=what)
 
@@ -186,30 +193,8 @@ class AllBlocksLocalHessian(SymmetricOperator):
 
     def describe_part(self, i: int) -> dict[str, object]:
         """What block ``i`` (position in :attr:`blocks`) is, as LocalHessian.describe() says it."""
-        b = self.blocks[i]
-        return {
-            "block": b.index,
-            "name": b.name,
-            "wrt": self.wrt,
-            "kind": self.kind,
-            "eta": self.eta if self.kind == "exact" else None,
-            "bn": self.capture.bn,
-            "batch_size": self.batch_size,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "dimension": self.parts[i].stop - self.parts[i].start,
-            "backend": self.backend,
-        }
+        b, part = self.blocks[i], self.parts[i]
+        return self.block_record(b.index, b.name, part.stop - part.start)
 
     def describe(self) -> dict[str, object]:
-        return {
-            "block": [b.index for b in self.blocks],
-            "name": "all blocks",
-            "wrt": self.wrt,
-            "kind": self.kind,
-            "eta": self.eta if self.kind == "exact" else None,
-            "bn": self.capture.bn,
-            "batch_size": self.batch_size,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "dimension": self.dim,
-            "backend": self.backend,
-        }
+        return self.block_record([b.index for b in self.blocks], "all blocks", self.dim)

@@ -1,12 +1,8 @@
 r"""The local Hessian: the Hessian of a block's back-matching loss (paper digest, sections 2-3).
 
-For block b with input batch ``Z = z_{b-1}`` (m samples), output ``F_b(W, Z)`` and per-sample
-back-propagated gradient ``g_b = m dL/dz_b`` (see :mod:`hessiankit.blocks.capture`), the
-back-matching target is ``t_b = z_b - eta g_b`` and the back-matching loss is the **batch mean**
-
-.. math::
-
-    l_b(W, Z) = \frac{1}{m} \sum_{i=1}^m \tfrac12 \| t_b^{(i)} - F_b(W, Z)^{(i)} \|^2 .
+For block b with input batch ``Z = z_{b-1}`` (m samples) the back-matching loss is the **batch
+mean** ``l_b(W, Z) = (1/m) sum_i 1/2 ||t_b^(i) - F_b(W, Z)^(i)||^2`` with target
+``t_b = z_b - eta g_b`` (defined once, in :mod:`hessiankit.blocks.backmatching_loss`).
 
 With respect to the weights the local Hessian is ``H_W = d^2 l_b / dW^2``. With respect to the
 input it is taken **per sample**, ``H_z = m d^2 l_b / dZ^2``: for a block whose samples do not
@@ -29,8 +25,7 @@ Example:
     >>> import torch
     >>> from torch import nn
     >>> import hessiankit as hk
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4, bias=False)).double()
     >>> x = torch.randn(5, 3, dtype=torch.float64)
     >>> H = hk.LocalHessian(hk.capture(net, x), 1).to_dense()
@@ -41,18 +36,19 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
 
+from hessiankit.blocks.backmatching_loss import backmatching_loss, backmatching_target
 from hessiankit.blocks.capture import BlockCapture, run_block
 from hessiankit.blocks.split import Block
 from hessiankit.errors import OperatorError
 from hessiankit.operators._engines import Backend, GaussNewtonEngine, HessianEngine, check_backend
 from hessiankit.operators.base import SymmetricOperator
 
-__all__ = ["Kind", "LocalHessian", "Wrt", "check_kind", "check_wrt"]
+__all__ = ["BlockRecord", "Kind", "LocalHessian", "Wrt", "check_kind", "check_wrt"]
 
 Wrt = Literal["weights", "input"]
 Kind = Literal["gauss-newton", "exact", "loss"]
@@ -70,7 +66,39 @@ def check_kind(kind: str) -> Kind:
     return kind  # type: ignore[return-value]
 
 
-class LocalHessian(SymmetricOperator):
+class BlockRecord:
+    """The ``describe()`` record of an operator of one block's (or several blocks') variables.
+
+    Shared by :class:`LocalHessian`, :class:`~hessiankit.operators.all_blocks.AllBlocksLocalHessian`
+    and :class:`~hessiankit.operators.loss.LossHessian`, which set the attributes below
+    (``eta`` only for the exact kind; ``dtype`` comes from the operator).
+    """
+
+    wrt: Wrt
+    kind: str
+    eta: float | None = None
+    capture: BlockCapture
+    batch_size: int
+    backend: Backend
+    dtype: torch.dtype
+
+    def block_record(self, block: int | list[int], name: str, dimension: int) -> dict[str, object]:
+        """What the operator is, for reports and JSON: block, variables, kind, point, size."""
+        return {
+            "block": block,
+            "name": name,
+            "wrt": self.wrt,
+            "kind": self.kind,
+            "eta": self.eta if self.kind == "exact" else None,
+            "bn": self.capture.bn,
+            "batch_size": self.batch_size,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "dimension": dimension,
+            "backend": self.backend,
+        }
+
+
+class LocalHessian(BlockRecord, SymmetricOperator):
     """Hessian of block b's back-matching loss, w.r.t. its weights or its input.
 
     A product runs only the block's own function (never the rest of the network). The point
@@ -84,14 +112,20 @@ class LocalHessian(SymmetricOperator):
         eta: step size of the back-matching target (``"exact"`` only; Gauss-Newton does not
             depend on it).
         backend: ``"double-backprop"`` or ``"forward-over-reverse"``.
+        params: with ``wrt="weights"``, the block's parameters to differentiate w.r.t. (the
+            model's names, e.g. only the main weight); default every floating-point parameter
+            of the block. The rest stay fixed at the captured point.
 
     Raises:
-        OperatorError: the block has no weights (for ``wrt="weights"``), is not differentiable,
-            or an option is unknown.
+        OperatorError: the block has no weights (for ``wrt="weights"``), ``params`` names a
+            parameter outside the block, the block is not differentiable, or an option is
+            unknown.
         DataError: ``kind="exact"`` without labels in the capture.
     """
 
     is_psd: bool | None
+    kind: Literal["gauss-newton", "exact"]
+    eta: float
 
     def __init__(
         self,
@@ -102,6 +136,7 @@ class LocalHessian(SymmetricOperator):
         kind: Literal["gauss-newton", "exact"] = "gauss-newton",
         eta: float = 1.0,
         backend: Backend = "double-backprop",
+        params: Sequence[str] | None = None,
     ) -> None:
         self.block = capture.split.block(block)
         self.wrt = check_wrt(wrt)
@@ -117,6 +152,14 @@ class LocalHessian(SymmetricOperator):
         what = f"block {blk.index} ({blk.name}) w.r.t. its {wrt}"
         if wrt == "weights":
             names = [n for n in blk.param_names if state.params[n].is_floating_point()]
+            if params is not None:
+                alien = [n for n in params if n not in names]
+                if alien:
+                    raise OperatorError(
+                        f"params {alien} are not floating-point parameters of block "
+                        f"{blk.index} ({blk.name}); it has {names}"
+                    )
+                names = list(params)
             if not names:
                 raise OperatorError(
                     f"block {blk.index} ({blk.name}) has no parameters; use wrt='input'"
@@ -126,29 +169,37 @@ class LocalHessian(SymmetricOperator):
             def f(*ps: torch.Tensor) -> torch.Tensor:
                 return run_block(blk, state, bn, z_in, dict(zip(names, ps)))
 
-            scale = 1.0 / self.batch_size
+            # H_W = d^2 l_b / dW^2 (l_b is already a mean over the batch).
+            scale = 1.0
         else:
+            if params is not None:
+                raise OperatorError("params= selects weights; it goes with wrt='weights'")
             primals = [z_in]
 
             def f(*ps: torch.Tensor) -> torch.Tensor:
                 return run_block(blk, state, bn, ps[0])
 
-            scale = 1.0
+            # H_z = m d^2 l_b / dZ^2: per sample.
+            scale = float(self.batch_size)
         self._primal_names = names if wrt == "weights" else ["input"]
-        self._function, self._primals, self._scale = f, primals, scale
+        # c of the Gauss-Newton part c J^T J (what the structured solvers scale their Grams by)
+        self._function, self._primals, self._scale = f, primals, scale / self.batch_size
         dim = sum(p.numel() for p in primals)
         super().__init__(dim, state.dtype, primals[0].device)
         if kind == "gauss-newton":
             self.is_psd = True
+            # Gauss-Newton part of d^2 l_b: (1/m) J^T J.
             self._engine: GaussNewtonEngine | HessianEngine = GaussNewtonEngine(
-                f, primals, scale=scale, backend=self.backend, what=what
+                f, primals, scale=scale / self.batch_size, backend=self.backend, what=what
             )
         else:
             self.is_psd = None
-            target = capture.block_output(blk) - self.eta * capture.per_sample_grad(blk)
+            target = backmatching_target(
+                capture.block_output(blk), capture.per_sample_grad(blk), self.eta
+            )
 
             def phi(*ps: torch.Tensor) -> torch.Tensor:
-                return 0.5 * (target - f(*ps)).pow(2).sum()
+                return backmatching_loss(f(*ps), target)
 
             self._engine = HessianEngine(phi, primals, scale=scale, backend=self.backend, what=what)
 
@@ -167,15 +218,4 @@ class LocalHessian(SymmetricOperator):
 
     def describe(self) -> dict[str, object]:
         """What this operator is, for reports and JSON."""
-        return {
-            "block": self.block.index,
-            "name": self.block.name,
-            "wrt": self.wrt,
-            "kind": self.kind,
-            "eta": self.eta if self.kind == "exact" else None,
-            "bn": self.capture.bn,
-            "batch_size": self.batch_size,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "dimension": self.dim,
-            "backend": self.backend,
-        }
+        return self.block_record(self.block.index, self.block.name, self.dim)

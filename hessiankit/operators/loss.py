@@ -31,12 +31,12 @@ from hessiankit.blocks.split import Block
 from hessiankit.errors import DataError, OperatorError
 from hessiankit.operators._engines import Backend, HessianEngine, check_backend
 from hessiankit.operators.base import SymmetricOperator
-from hessiankit.operators.local import Wrt, check_wrt
+from hessiankit.operators.local import BlockRecord, Wrt, check_wrt
 
 __all__ = ["LossHessian"]
 
 
-class LossHessian(SymmetricOperator):
+class LossHessian(BlockRecord, SymmetricOperator):
     """Hessian of the batch-mean training loss w.r.t. a block's weights or input.
 
     Args:
@@ -135,15 +135,4 @@ class LossHessian(SymmetricOperator):
         return self._engine.matmat(V)
 
     def describe(self) -> dict[str, object]:
-        return {
-            "block": self.block.index,
-            "name": self.block.name,
-            "wrt": self.wrt,
-            "kind": "loss",
-            "eta": None,
-            "bn": self.capture.bn,
-            "batch_size": self.batch_size,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "dimension": self.dim,
-            "backend": self.backend,
-        }
+        return self.block_record(self.block.index, self.block.name, self.dim)

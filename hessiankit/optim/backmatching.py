@@ -6,7 +6,7 @@ One iteration on a batch ``(X, Y)`` with step size ``eta`` (paper digest, sectio
    updates its running statistics exactly as a training forward pass does);
 2. top target: ``t_B = z_B - eta g_B`` with ``g_B = m dL/dz_B`` (L the batch-mean loss);
 3. for ``b = B, ..., 1``, with the back-matching loss (a mean over the batch, the core's
-   normalisation)
+   normalisation; :mod:`hessiankit.blocks.backmatching_loss`)
 
    .. math:: l_b(W, Z) = \frac{1}{m} \sum_i \tfrac12 \| t_b^{(i)} - F_b(W, Z)^{(i)} \|^2,
 
@@ -56,9 +56,10 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from hessiankit.blocks.capture import LossFn, resolve_loss
+from hessiankit.blocks.backmatching_loss import backmatching_loss, backmatching_target
+from hessiankit.blocks.capture import LossFn, resolve_loss, run_block
+from hessiankit.blocks.modes import FunctionalState
 from hessiankit.blocks.split import Block, BlockSpec, BlockSplit, split_blocks
 from hessiankit.errors import DataError, OperatorError
 
@@ -157,8 +158,8 @@ class BackMatchingPropagation:
         if "least-squares" in (weight_solver, input_solver):
             for block in self.split:
                 self._linear(block)
-        self._params = dict(self.model.named_parameters())
-        self._buffers = dict(self.model.named_buffers())
+        self._state = FunctionalState.live(self.model)
+        self._params = self._state.params
 
     # ------------------------------------------------------------------ block evaluation
 
@@ -175,19 +176,14 @@ class BackMatchingPropagation:
         return lin[0]
 
     def _call(self, block: Block, params: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-        tensors = dict(params)
-        # Clones: evaluating F_b again must not move batch norm's running statistics.
-        tensors.update(
-            {n: self._buffers[n].clone() for n in block.buffer_names if n in self._buffers}
-        )
-        out: torch.Tensor = functional_call(block.function, tensors, (z,))
-        return out
+        # The modules' own flags (bn=None), as the training forward ran; buffers are cloned so
+        # that evaluating F_b again does not move batch norm's running statistics.
+        return run_block(block, self._state, None, z, params)
 
     def _matching(
         self, block: Block, params: dict[str, torch.Tensor], z: torch.Tensor, target: torch.Tensor
     ) -> torch.Tensor:
-        out = self._call(block, params, z)
-        return 0.5 * (target - out).pow(2).sum() / z.shape[0]
+        return backmatching_loss(self._call(block, params, z), target)
 
     # --------------------------------------------------------------------------- solvers
 
@@ -284,7 +280,7 @@ class BackMatchingPropagation:
                 raise DataError("loss_fn must return a scalar (the mean over the batch)")
             (g_top,) = torch.autograd.grad(loss, [top])
         m = x.shape[0]
-        target = top.detach() - self.lr * m * g_top
+        target = backmatching_target(top.detach(), m * g_top, self.lr)
         before, after = [], []
         updates: dict[str, torch.Tensor] = {}
         for block in reversed(blocks):

@@ -1,9 +1,10 @@
 r"""Scale-amended SGD (the paper's Algorithm 2, digest section 5), a :class:`torch.optim.Optimizer`.
 
 Replacing each block's local Hessians by multiples of the identity, ``H_{W_b} ~ m_{b,W} I`` and
-``H_{z_{b-1}} ~ m_{b,z} I`` (:mod:`hessiankit.analytic.scalar`, the one definition of these
-scalars), and solving every back-matching problem by the Newton step of that scalar model is, by
-the generalised Proposition 1, plain SGD with a **per-block learning rate**
+``H_{z_{b-1}} ~ m_{b,z} I`` (measured in :mod:`hessiankit.optim.scales`, closed forms in
+:mod:`hessiankit.analytic.scalar`: the one definition of these scalars), and solving every
+back-matching problem by the Newton step of that scalar model is, by the generalised
+Proposition 1, plain SGD with a **per-block learning rate**
 
 .. math::
 
@@ -69,11 +70,12 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from hessiankit.analytic.scalar import BlockScale, ScaleMethod, block_scales, main_weight_name
+from hessiankit.analytic.scalar import BlockScale, main_weight_name
 from hessiankit.blocks.capture import capture
 from hessiankit.blocks.modes import is_batchnorm
 from hessiankit.blocks.split import BlockSplit, split_blocks
 from hessiankit.errors import OperatorError
+from hessiankit.optim.scales import ScaleMethod, block_scales
 
 __all__ = ["ScaleAmendedSGD", "amendment_from_scales", "block_param_groups"]
 

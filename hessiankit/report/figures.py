@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
-from hessiankit.plots import plot_condition_per_block, plot_density, plot_eigenvalues
-from hessiankit.plots._style import style
+from hessiankit.plots import plot_condition_per_block, plot_density, plot_eigenvalues, style
 from hessiankit.report.analysis import Report
 
 __all__ = ["ReportFigure", "figure_bytes", "report_figures"]

@@ -7,7 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+
+pytestmark = pytest.mark.slow  # runs an analysis script end to end
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -27,14 +27,3 @@ def measured(
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """``||a - b||_F / ||b||_F``."""
     return float(torch.linalg.matrix_norm(a - b) / torch.linalg.matrix_norm(b))
-
-
-class Residual(nn.Module):
-    """``z + branch(z)``: one block with a skip connection."""
-
-    def __init__(self, branch: nn.Module) -> None:
-        super().__init__()
-        self.branch = branch
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z + self.branch(z)

@@ -36,6 +36,7 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow  # runs every analysis script (the figures fixture)
 @pytest.mark.parametrize("name", ANALYSES)
 def test_analysis_writes_json_and_figures(figures: Path, name: str) -> None:
     d = json.loads((figures / name / "results.json").read_text())
@@ -43,6 +44,7 @@ def test_analysis_writes_json_and_figures(figures: Path, name: str) -> None:
     assert list((figures / name).glob("*.png")), f"{name} wrote no figure"
 
 
+@pytest.mark.slow
 def test_claims_table_has_every_claim(figures: Path) -> None:
     text = (figures / "claims.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]

@@ -11,7 +11,8 @@ from hessiankit.analytic import batchnorm as bnf
 from hessiankit.analytic import linear as lin
 from hessiankit.analytic import nonlinear as nl
 from hessiankit.analytic import residual as res
-from tests.analytic.helpers import Residual, measured, rel
+from hessiankit.models import Residual
+from tests.analytic.helpers import measured, rel
 
 TOL = 1e-8
 

@@ -113,6 +113,9 @@ def test_lookup_by_index_path_and_model(mlp_tanh):
     assert split.block("2").index == 2  # a digit string is an index
     assert split.block(" 3").index == 3
     assert split.block("model").index == 0
+    for zero in (0, "0"):  # not silently the whole model
+        with pytest.raises(BlockError, match="use 'model'"):
+            split.block(zero)
     assert split.whole_model().num_params == sum(p.numel() for p in net.parameters())
     with pytest.raises(BlockError, match=r"out of range; this model has blocks 1\.\.3"):
         split.block(4)

@@ -19,7 +19,7 @@ from hessiankit.cli import main
 from hessiankit.errors import NumericalError
 from hessiankit.io import atomic, write_json_atomic
 from hessiankit.operators import MatrixOperator
-from loading.test_hostile import _SavesOnLoad
+from tests.io.test_hostile import _SavesOnLoad
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

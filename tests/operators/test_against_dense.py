@@ -25,8 +25,18 @@ CASES = [
     ("resnet_bn", 2, 3, 6, ["eval", "train"]),
     ("resnet_bn", 3, 6, 7, ["eval", "train"]),
 ]
+# The convolution and ResNet cases take most of the suite's time (dense float64 references of
+# a few hundred dimensions): slow, so `pytest -m "not slow"` keeps the MLP cases only.
 PARAMS = [
-    pytest.param(fx, b, lo, hi, bn, id=f"{fx}-b{b}-{bn}")
+    pytest.param(
+        fx,
+        b,
+        lo,
+        hi,
+        bn,
+        id=f"{fx}-b{b}-{bn}",
+        marks=[pytest.mark.slow] if fx != "mlp_tanh" else [],
+    )
     for fx, b, lo, hi, modes in CASES
     for bn in modes
 ]
@@ -115,3 +125,18 @@ def test_exact_tends_to_gauss_newton_linearly_in_eta(mlp_tanh):
     ]
     assert diffs[0] > 0
     np.testing.assert_allclose([diffs[1] / diffs[0], diffs[2] / diffs[0]], [2.0, 4.0], rtol=1e-10)
+
+
+def test_params_selects_a_principal_submatrix(mlp_tanh):
+    """LocalHessian(params=[...]) is the rows and columns of those parameters in the full one."""
+    net, x, y = mlp_tanh
+    cap = hk.capture(net, x, y)
+    full = hk.LocalHessian(cap, 2, kind="exact").to_dense()
+    n_w = net[2].weight.numel()
+    weight_only = hk.LocalHessian(cap, 2, kind="exact", params=["2.weight"]).to_dense()
+    torch.testing.assert_close(weight_only, full[:n_w, :n_w], rtol=1e-12, atol=1e-14)
+    bias_only = hk.LocalHessian(cap, 2, params=["2.bias"]).to_dense()
+    gn = hk.LocalHessian(cap, 2).to_dense()
+    torch.testing.assert_close(bias_only, gn[n_w:, n_w:], rtol=1e-12, atol=1e-14)
+    with pytest.raises(hk.HessiankitError, match="not floating-point parameters of block 2"):
+        hk.LocalHessian(cap, 2, params=["0.weight"])

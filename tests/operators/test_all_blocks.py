@@ -18,8 +18,11 @@ SLICES = {
     "conv_bn": ([(0, 4), (4, 5)], ["eval", "train"]),
     "resnet_bn": ([(0, 3), (3, 6), (6, 7)], ["eval", "train"]),
 }
+# Convolution and ResNet references are slow (see test_against_dense.py).
 PARAMS = [
-    pytest.param(fx, bn, id=f"{fx}-{bn}") for fx, (_, modes) in SLICES.items() for bn in modes
+    pytest.param(fx, bn, id=f"{fx}-{bn}", marks=[pytest.mark.slow] if fx != "mlp_tanh" else [])
+    for fx, (_, modes) in SLICES.items()
+    for bn in modes
 ]
 
 

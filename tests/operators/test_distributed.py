@@ -67,6 +67,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # spawns two processes
 def test_two_gloo_ranks_equal_one_process(tmp_path):
     out = str(tmp_path / "rank0.npz")
     init = "file://" + str(tmp_path / "rendezvous")

@@ -84,7 +84,7 @@ def _loader(name: str) -> Callable[[Path], object]:
     if name.startswith(("model", "legacy")):
         return lambda p: load_model(p, max_input_bytes=INPUT_CAP)
     if name == "sd.pt":
-        return lambda p: load_model(p, arch="loading.test_fuzz:_arch", max_input_bytes=INPUT_CAP)
+        return lambda p: load_model(p, arch="tests.io.test_fuzz:_arch", max_input_bytes=INPUT_CAP)
     return lambda p: load_data_file(p, max_input_bytes=INPUT_CAP)
 
 
