@@ -53,6 +53,7 @@ from hessiankit.errors import NumericalError, OperatorError
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.operators.local import LocalHessian
 from hessiankit.operators.output_gram import OutputGram
+from hessiankit.solvers.assemble import is_low_precision
 from hessiankit.solvers.condition import arithmetic_floor, condition_from_eigenvalues
 from hessiankit.solvers.lanczos import default_rank_rtol
 from hessiankit.solvers.results import ConditionNumber, Eigenpairs, SpectrumResult
@@ -465,7 +466,11 @@ class _Accumulator:
         else:
             full = np.concatenate([np.zeros((P, d - side)), self.ev], axis=1)
         all_ev = np.sort(full.reshape(-1))
-        cond = condition_from_eigenvalues(all_ev, rtol=rtol, precision=precision)
+        # float32 products: a small eigenvalue counted as zero may be real (as on the dense path)
+        low = is_low_precision(op.dtype)
+        cond = condition_from_eigenvalues(
+            all_ev, rtol=rtol, precision=precision, low_precision=low
+        )
         flat = self.ev.reshape(-1)
         order = np.argsort(flat, kind="stable")
         top_idx = order[::-1][:top]

@@ -88,3 +88,18 @@ def test_top_only_stops_at_the_tolerance_a_looser_tol_costs_fewer_products():
         assert r.top.all_converged
         assert abs(r.top.eigenvalues[0] - top[0]) <= tol * abs(top[0])
         assert abs(r.top.eigenvalues[0] - top[0]) <= r.top.error_bounds[0] * (1 + 1e-6)
+
+
+def test_float32_separable_kappa_is_not_converged_when_float64_disagrees():
+    # The README operator in float32: 64 eigenvalues near 2e-5 lambda_max fall under float32's
+    # null threshold; counting them as zeros gives kappa 1034 where float64 gives 4.7e4.
+    op32 = networks.readme_2048(torch.float32)
+    ev64 = _reference(networks.readme_2048(torch.float64))
+    r32 = spectrum(op32, top=1, bottom=1, method="separable", seed=0)
+    k64 = _kappa(ev64, 10 * np.sqrt(ev64.size) * np.finfo(np.float64).eps)
+    c = r32.condition
+    if c.converged:
+        assert abs(c.kappa - k64) <= c.kappa_error * c.kappa
+    else:
+        assert "float64" in c.note
+    assert k64 > 10 * c.kappa and not c.converged
