@@ -32,8 +32,11 @@ def analyses(monkeypatch: pytest.MonkeyPatch):
     import matplotlib.pyplot as pyplot
 
     kept: list = []
+    close = pyplot.close
     monkeypatch.setattr(pyplot, "close", lambda fig=None: kept.append(fig))
-    return kept
+    yield kept
+    for fig in kept:  # registered with pyplot: leave nothing behind for later tests
+        close(fig)
 
 
 def test_kappa_vs_depth_grid_from_committed_results(analyses, tmp_path: Path) -> None:
