@@ -143,6 +143,7 @@ def spectrum(
     reason = f"{method}: asked for"
     if method == "separable" or (method == "auto" and bottom >= 1 and n > SEPARABLE_MIN_DIM):
         structure, why = separability(op, seed=seed)
+        probe = op.num_products - before  # the structure probe's products count too
         if structure is not None:
             sep = separable_spectrum(
                 op,
@@ -154,7 +155,12 @@ def spectrum(
                 seed=seed,
             )
             why = f"separable: {why}; the whole spectrum from per-part Gram matrices"
-            return replace(sep, method_reason=why if method == "auto" else reason)
+            return replace(
+                sep,
+                num_products=sep.num_products + probe,
+                seconds=time.perf_counter() - t0,
+                method_reason=why if method == "auto" else reason,
+            )
         if method == "separable":
             raise OperatorError(f"method 'separable' does not apply: {why}")
     if method == "auto":
