@@ -468,9 +468,7 @@ class _Accumulator:
         all_ev = np.sort(full.reshape(-1))
         # float32 products: a small eigenvalue counted as zero may be real (as on the dense path)
         low = is_low_precision(op.dtype)
-        cond = condition_from_eigenvalues(
-            all_ev, rtol=rtol, precision=precision, low_precision=low
-        )
+        cond = condition_from_eigenvalues(all_ev, rtol=rtol, precision=precision, low_precision=low)
         flat = self.ev.reshape(-1)
         order = np.argsort(flat, kind="stable")
         top_idx = order[::-1][:top]
