@@ -24,7 +24,7 @@ import torch
 
 from hessiankit.errors import NumericalError, OperatorError
 
-__all__ = ["MatrixOperator", "SymmetricOperator", "dense_memory_bytes"]
+__all__ = ["MatrixOperator", "SymmetricOperator", "WrappedOperator", "dense_memory_bytes"]
 
 
 def dense_memory_bytes(dim: int, dtype: torch.dtype = torch.float64) -> int:
@@ -193,6 +193,31 @@ class SymmetricOperator(ABC):
             E[torch.arange(start, stop), torch.arange(stop - start)] = 1
             out[:, start:stop] = self.matmat(E).to(torch.float64)
         return out
+
+
+class WrappedOperator(SymmetricOperator):
+    """An operator built on another one, ``op``, that declares what ``op`` declares: its
+    parts, capture, samples, batch dependence and whether it can be restricted. Subclasses
+    implement :meth:`_matmat` (and :meth:`restrict`, :meth:`describe` where they change them)."""
+
+    def __init__(self, op: SymmetricOperator) -> None:
+        super().__init__(op.dim, op.dtype, op.device)
+        self.op = op
+        self.is_psd = op.is_psd
+        self.parts = op.parts
+        self.capture = op.capture
+
+    @property
+    def num_samples(self) -> int | None:
+        return self.op.num_samples
+
+    @property
+    def batch_dependent(self) -> bool:
+        return self.op.batch_dependent
+
+    @property
+    def can_restrict(self) -> bool:
+        return self.op.can_restrict
 
 
 class MatrixOperator(SymmetricOperator):

@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from hessiankit.operators.base import SymmetricOperator
+from hessiankit.operators.base import SymmetricOperator, WrappedOperator
 
 __all__ = ["Reporting"]
 
 
-class Reporting(SymmetricOperator):
+class Reporting(WrappedOperator):
     """``op`` itself, calling ``report(products_so_far, total)`` after every product.
 
     Everything the operator declares (``describe``, ``parts``, ``capture``, ``num_samples``,
@@ -48,11 +48,7 @@ class Reporting(SymmetricOperator):
         *,
         offset: int = 0,
     ) -> None:
-        super().__init__(op.dim, op.dtype, op.device)
-        self.op = op
-        self.is_psd = op.is_psd
-        self.parts = op.parts
-        self.capture = op.capture
+        super().__init__(op)
         self.report = report
         self.total = total
         self._offset = offset
@@ -65,18 +61,6 @@ class Reporting(SymmetricOperator):
     @property
     def observed(self) -> SymmetricOperator:
         return self.op.observed
-
-    @property
-    def num_samples(self) -> int | None:
-        return self.op.num_samples
-
-    @property
-    def batch_dependent(self) -> bool:
-        return self.op.batch_dependent
-
-    @property
-    def can_restrict(self) -> bool:
-        return self.op.can_restrict
 
     def restrict(self, indices: Sequence[int]) -> Reporting:
         inner = self.op.restrict(indices)

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 import torch
 
 from hessiankit.errors import OperatorError
-from hessiankit.operators.base import SymmetricOperator
+from hessiankit.operators.base import SymmetricOperator, WrappedOperator
 
 __all__ = ["Scaled"]
 
 
-class Scaled(SymmetricOperator):
+class Scaled(WrappedOperator):
     """``scale * op``, with everything else ``op`` declares.
 
     Raises:
@@ -35,27 +35,12 @@ class Scaled(SymmetricOperator):
     def __init__(self, op: SymmetricOperator, scale: float) -> None:
         if not math.isfinite(scale):
             raise OperatorError(f"scale= must be a finite number, got {scale}")
-        super().__init__(op.dim, op.dtype, op.device)
-        self.op = op
+        super().__init__(op)
         self.scale = float(scale)
         self.is_psd = True if op.is_psd is True and self.scale >= 0 else None
-        self.parts = op.parts
-        self.capture = op.capture
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.op.matmat(V) * self.scale
-
-    @property
-    def num_samples(self) -> int | None:
-        return self.op.num_samples
-
-    @property
-    def batch_dependent(self) -> bool:
-        return self.op.batch_dependent
-
-    @property
-    def can_restrict(self) -> bool:
-        return self.op.can_restrict
 
     def restrict(self, indices: Sequence[int]) -> Scaled:
         return Scaled(self.op.restrict(indices), self.scale)
