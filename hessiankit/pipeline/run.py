@@ -47,6 +47,8 @@ from hessiankit.pipeline.progress import Progress
 from hessiankit.pipeline.solve import Budgets, budgets, solve_block, would_be_dense
 from hessiankit.solvers.blockwise import blockwise_spectra
 from hessiankit.solvers.results import SpectrumResult
+from hessiankit.solvers.separable_structure import separable_by_rules
+from hessiankit.solvers.spectrum import SEPARABLE_MIN_DIM
 
 __all__ = [
     "BlockOperators",
@@ -259,12 +261,24 @@ def _together(
         if not opts.clip and (opts.top > n or opts.bottom > n):
             continue  # the one-block path says why it cannot
         top, bottom = min(opts.top, n), min(opts.bottom, n)
-        if not would_be_dense(n, top, bottom, opts, lim.max_dense_bytes):
-            members.append(b)
+        if would_be_dense(n, top, bottom, opts, lim.max_dense_bytes):
+            continue
+        if _would_be_separable(ops, b, n, bottom, opts):
+            continue  # exact and cheaper on its own (spectrum's "auto" takes it)
+        members.append(b)
     if len(members) < 2:
         return None
     op = probe if len(members) == len(chosen) else ops.make_all(members)
     return (op, members) if op is not None else None
+
+
+def _would_be_separable(
+    ops: BlockOperators, block: Block, n: int, bottom: int, opts: SolverOptions
+) -> bool:
+    """What :func:`~hessiankit.solvers.spectrum.spectrum`'s ``"auto"`` checks first."""
+    if opts.method != "auto" or bottom < 1 or n <= SEPARABLE_MIN_DIM:
+        return False
+    return separable_by_rules(ops.make(block))
 
 
 def _solve_together(

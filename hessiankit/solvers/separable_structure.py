@@ -65,6 +65,7 @@ __all__ = [
     "FactoredBlock",
     "PostStep",
     "SeparableStructure",
+    "separable_by_rules",
     "find_separable_structure",
     "separability",
 ]
@@ -217,22 +218,33 @@ def find_separable_structure(op: SymmetricOperator, *, seed: int = 0) -> Separab
     return separability(op, seed=seed)[0]
 
 
+def separable_by_rules(op: SymmetricOperator) -> bool:
+    """Whether the module rules admit a direct-sum structure (no product; the probe may still
+    refuse). For a solver policy that must know, before any product, which blocks
+    :func:`separability` would take."""
+    return isinstance(_rules(op), _Found)
+
+
+def _rules(op: SymmetricOperator) -> _Found | str:
+    seen = op.observed
+    dataset = isinstance(seen, DatasetOperator)
+    base = seen.first_batch if isinstance(seen, DatasetOperator) else seen
+    if not isinstance(base, LocalHessian):
+        return f"{type(op).__name__} is not a local Hessian (nor a data set of them)"
+    if base.wrt == "weights":
+        return _channel_structure(base, allow_dual=not dataset and base.kind == "gauss-newton")
+    if dataset:
+        return "a data-set operator w.r.t. the input has no fixed dimension"
+    return _sample_structure(base)
+
+
 def separability(op: SymmetricOperator, *, seed: int = 0) -> tuple[SeparableStructure | None, str]:
     """``(structure, reason)``: the structure (or ``None``) and why it holds or does not.
 
     Uses a few operator products for the probe (at most three).
     """
-    seen = op.observed  # products through ``op`` (counted, reported), structure from its own
-    dataset = isinstance(seen, DatasetOperator)
-    base = seen.first_batch if isinstance(seen, DatasetOperator) else seen
-    if not isinstance(base, LocalHessian):
-        return None, f"{type(op).__name__} is not a local Hessian (nor a data set of them)"
-    if base.wrt == "weights":
-        got = _channel_structure(base, allow_dual=not dataset and base.kind == "gauss-newton")
-    elif dataset:
-        return None, "a data-set operator w.r.t. the input has no fixed dimension"
-    else:
-        got = _sample_structure(base)
+    # Products go through ``op`` (counted, reported); the structure comes from what it observes.
+    got = _rules(op)
     if isinstance(got, str):
         return None, got
     if got.parts.numel() != op.dim or torch.unique(got.parts).numel() != op.dim:
@@ -245,7 +257,7 @@ def separability(op: SymmetricOperator, *, seed: int = 0) -> tuple[SeparableStru
         parts=got.parts,
         out_parts=got.out_parts,
         reason=got.reason,
-        factored=None if dataset else got.factored,
+        factored=None if isinstance(op.observed, DatasetOperator) else got.factored,
         probe=probe,
     )
     return structure, structure.reason

@@ -180,3 +180,36 @@ def test_a_binding_basis_budget_is_said_in_a_note(mlp_tanh) -> None:
     # without a binding budget: no note
     [free] = run_blocks(block_operators(cap), [1], SolverOptions(top=2, method="lanczos"))
     assert not any("held within" in n for n in free.notes)
+
+
+def test_all_blocks_leaves_separable_blocks_to_the_exact_route() -> None:
+    # all_blocks="always" with method="auto": the two conv blocks are separable over their
+    # output channels (624 and 290 weights > SEPARABLE_MIN_DIM), so each goes the exact way on
+    # its own; the two Lanczos-bound linear blocks still share products. Each answer against dense float64.
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(4, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 2, 3), nn.Tanh(), nn.Flatten(),
+        nn.Linear(8, 20), nn.Tanh(), nn.Linear(20, 3),
+    ).double()  # fmt: skip
+    x = torch.randn(6, 4, 6, 6, dtype=torch.float64)
+    ops = block_operators(hk.capture(net, x, bn="train"), kind="gauss-newton")
+    seen: list[str] = []
+
+    class Log(Progress):
+        def block_started(self, label: str, dim: int, total: int | None) -> None:
+            seen.append(label)
+
+    opts = SolverOptions(
+        top=2, bottom=1, tol=1e-10, all_blocks="always", dense_threshold=0, max_products=4000
+    )
+    rows = run_blocks(ops, "all", opts, progress=Log())
+    assert seen[0] == "blocks 3, 4 together" and len(seen) == 3
+    methods = [r.spectrum.method for r in rows]
+    assert [m.startswith("separable") for m in methods[:2]] == [True, True]
+    assert methods[2:] == ["lanczos", "lanczos"]
+    ranges = {1: (0, 3), 2: (3, 6), 3: (6, 8), 4: (8, 9)}
+    for r in rows:
+        lo, hi = ranges[r.index]
+        H = dense_reference(net, lo, hi, x, None, bn="train", wrt="weights", kind="gauss-newton")
+        _agrees(r, H, 2, 1, rtol=1e-7)
