@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hessiankit.blocks import Block, BlockCapture
+from hessiankit.blocks import Block, BlockCapture, BlockSplit
 from hessiankit.blocks.backmatching_loss import backmatching_loss, backmatching_target
 from hessiankit.blocks.capture import capture, run_block
 from hessiankit.errors import DataError
@@ -82,10 +82,11 @@ class BlockPace:
 
 
 def pace_capture(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, **options: Any
+    model: nn.Module | BlockSplit, x: torch.Tensor, y: torch.Tensor, **options: Any
 ) -> BlockCapture:
     """:func:`hessiankit.capture` with its own copy of the parameters, taken before a step.
 
+    ``model`` may be its :class:`~hessiankit.blocks.BlockSplit` (split once, measure often).
     A plain capture aliases the model's parameters (no copy), which an optimiser step then
     changes in place; this one keeps the weights before the step. ``options`` go to
     :func:`~hessiankit.capture` (``bn``, ``loss_fn``, ``dtype``).

@@ -45,16 +45,21 @@ def test_smoke_run_writes_outputs_and_resumes(tmp_path: Path) -> None:
     try:
         assert exp.main(argv) == 0
         first = json.loads((out / "results.json").read_text())
-        for name in ("curves.png", "curves.svg", "sweep.png", "amendment.png", "table.md"):
+        names = ("curves.png", "curves.svg", "sweep.png", "amendment.png", "pace.png", "table.md")
+        for name in names:
             assert (out / name).is_file()
         cfg = exp.CONFIGS["smoke"]
         # one run per rate and optimizer, plus the extra seeds at the best rate
-        assert len(list(ck.glob("*.pt"))) == 3 * (len(cfg.lrs) + cfg.seeds - 1)
-        assert "ablation_paired_difference" in first
+        assert len(list(ck.glob("*.pt"))) == 4 * (len(cfg.lrs) + cfg.seeds - 1)
+        assert "ablation_paired_difference" in first and "measured_paired_difference" in first
         for o in (*exp.OPTIMIZERS, exp.ABLATION):
             r = first["optimizers"][o]
             assert r["best_lr"] in cfg.lrs and len(r["final_test_acc"]) == cfg.seeds
             assert all(0.0 <= a <= 1.0 for a in r["final_test_acc"])
+            # every block's pace was measured; the spread is the std over blocks per seed
+            paces = r["pace_per_block_mean"]
+            assert len(paces) == 11 and all(p == p and p <= 1.0 for p in paces)
+            assert len(r["pace_spread"]) == cfg.seeds
         d = first["paired_difference"]["test_acc"]
         a, s = first["optimizers"]["scale-amended"], first["optimizers"]["sgd"]
         assert d["values"] == [p - q for p, q in zip(a["final_test_acc"], s["final_test_acc"])]
