@@ -271,6 +271,8 @@ def separable_spectrum(
 class _Runner:
     side: int
     extra_products: int = 0
+    #: the arithmetic the blocks were formed in (float64 for explicit Jacobians)
+    dtype: torch.dtype = torch.float64
 
     def groups(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(part indices, blocks q x side x side)`` per group, covering every part once."""
@@ -305,6 +307,7 @@ class _Replicated(_Runner):
         self.op = op
         self.parts = parts
         self.counted = counted
+        self.dtype = op.dtype  # the blocks are columns of the operator's own products
         P, self.side = parts.shape
         self.chunk = _columns_per_call(op.dim, self.side, max_bytes)
         fixed = 3 * op.dim * self.chunk * _F64
@@ -338,7 +341,10 @@ class _Jacobian(_Runner):
 
     def __init__(self, op: LocalHessian, s: SeparableStructure, max_bytes: int) -> None:
         assert s.factored is not None and s.out_parts is not None
-        self.fj = FactoredJacobian(s.factored, op.capture.state.params, max_bytes=max_bytes // 4)
+        # float64 at the captured point whatever the model's dtype: the blocks are then the
+        # exact local Hessian at that point, not float32 products' rounding of it.
+        params = op.capture.state.params
+        self.fj = FactoredJacobian.in_float64(s.factored, params, max_bytes=max_bytes // 4)
         self.scale = op.block_function()[2]
         self.s = s
         self.op = op
@@ -455,8 +461,9 @@ class _Accumulator:
         P, side = self.ev.shape
         anorm = float(np.abs(self.ev).max()) if self.ev.size else 0.0
         eps64 = torch.finfo(torch.float64).eps
-        precision = max(self.asym + side * eps64 * anorm, arithmetic_floor(op.dim, op.dtype, anorm))
-        rtol = default_rank_rtol(op.dim, op.dtype) if rank_rtol is None else float(rank_rtol)
+        dt = runner.dtype  # the arithmetic of the blocks: products' dtype, or float64
+        precision = max(self.asym + side * eps64 * anorm, arithmetic_floor(op.dim, dt, anorm))
+        rtol = default_rank_rtol(op.dim, dt) if rank_rtol is None else float(rank_rtol)
         if rank_rtol is None and anorm > 0:
             rtol = max(rtol, precision / anorm)
         # The whole spectrum: each block's eigenvalues completed to d (a Gram side r > d holds
@@ -467,7 +474,7 @@ class _Accumulator:
             full = np.concatenate([np.zeros((P, d - side)), self.ev], axis=1)
         all_ev = np.sort(full.reshape(-1))
         # float32 products: a small eigenvalue counted as zero may be real (as on the dense path)
-        low = is_low_precision(op.dtype)
+        low = is_low_precision(dt)
         cond = condition_from_eigenvalues(all_ev, rtol=rtol, precision=precision, low_precision=low)
         flat = self.ev.reshape(-1)
         order = np.argsort(flat, kind="stable")

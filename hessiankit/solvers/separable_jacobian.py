@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,10 @@ from hessiankit._precision import full_precision
 from hessiankit.solvers.separable_structure import FactoredBlock
 
 __all__ = ["FactoredJacobian"]
+
+
+def _names(block: FactoredBlock) -> set[str]:
+    return {*block.names, f"{block.lin_name}.weight", f"{block.lin_name}.bias"}
 
 
 _MAX_POOL: dict[type[nn.Module], Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
@@ -71,6 +76,29 @@ class FactoredJacobian:
         self.m = int(block.y.shape[0])
         self.in_positions = int(block.y[0, 0].numel())
         self.max_bytes = int(max_bytes)
+
+    @classmethod
+    def in_float64(
+        cls, block: FactoredBlock, params: dict[str, torch.Tensor], *, max_bytes: int
+    ) -> FactoredJacobian:
+        """The same Jacobians computed in float64 at the same point (weights and input as
+        stored, whatever their dtype): the weighted layer's output is recomputed in float64,
+        so batch-norm statistics, masks and every entry are those of exact arithmetic at that
+        point (up to float64 rounding), not of the model dtype's rounding."""
+        wide = {n: t.to(torch.float64) for n, t in params.items() if n in _names(block)}
+        x = block.x.to(torch.float64)
+        weight = wide[f"{block.lin_name}.weight"]
+        bias = wide.get(f"{block.lin_name}.bias")
+        with torch.no_grad(), full_precision():
+            if isinstance(block.lin, nn.Linear):
+                y = F.linear(x, weight, bias)
+            else:
+                conv: nn.modules.conv._ConvNd = block.lin  # type: ignore[assignment]
+                y = conv._conv_forward(x, weight, bias)
+        buffers = {
+            n: t.to(torch.float64) if t.is_floating_point() else t for n, t in block.buffers.items()
+        }
+        return cls(replace(block, x=x, y=y, buffers=buffers), wide, max_bytes=max_bytes)
 
     @property
     def num_columns(self) -> int:

@@ -293,3 +293,25 @@ def test_blocks_of_the_reported_pairs_are_formed_again_when_not_kept(
     op = hk.LocalHessian(hk.capture(net, data(), bn="train"), 1)
     r = separable_spectrum(op, top=3, bottom=2, route=route)  # type: ignore[arg-type]
     check_against_dense(op, r)
+
+
+@pytest.mark.parametrize("bn_mode", ["train", "eval"])
+def test_float32_jacobian_route_is_exact_at_the_float32_point(bn_mode: str) -> None:
+    # A float32 model: the Jacobian route works in float64 at the stored weights and input, so
+    # its spectrum is the float64 dense one of the same point (the float32 values cast up),
+    # to float64 accuracy, with a converged kappa and rank (float32 products could not resolve
+    # eigenvalues near 1e-5 lambda_max).
+    net32 = conv_net(True, nn.ReLU, nn.MaxPool2d(2), True).float()
+    x32 = data(8).float()
+    r = separable_spectrum(hk.LocalHessian(hk.capture(net32, x32, bn=bn_mode), 1), top=3, bottom=2)
+    assert r.method == "separable-jacobian" and r.dtype == "float32"
+    H = hk.LocalHessian(hk.capture(net32.double(), x32.double(), bn=bn_mode), 1).to_dense()
+    ev = torch.linalg.eigvalsh(H).numpy()
+    scale = float(ev.max())
+    nonzero = ev[ev > 10 * np.sqrt(ev.size) * np.finfo(np.float64).eps * scale]
+    np.testing.assert_allclose(r.top.eigenvalues, ev[::-1][:3], rtol=1e-10)
+    np.testing.assert_allclose(r.bottom.eigenvalues, nonzero[:2], rtol=1e-8)
+    c = r.condition
+    assert c.converged and c.rank == nonzero.size
+    assert c.kappa == pytest.approx(scale / nonzero[0], rel=1e-8)
+    assert c.kappa_error < 1e-6
