@@ -20,9 +20,10 @@ What this module computes:
 
 * the top-k eigenvalues of an operator (default the model's GGN, k = 2C), with residuals and
   converged flags;
-* the **outlier count** by the largest-gap rule: with ``lambda_1 >= ... >= lambda_k``, the ratio
-  ``lambda_j / lambda_{j+1}`` is largest at j = count (ratios over nonpositive values count as
-  infinite), provided it is at least ``min_ratio``, else the count is 0. It is a rule, not a
+* the **outlier count** by the largest-gap rule: with ``lambda_1 >= ... >= lambda_k`` (those
+  above the null threshold: the gap to the null space is not a gap to the bulk), the ratio
+  ``lambda_j / lambda_{j+1}`` is largest at j = count, provided it is at least ``min_ratio``,
+  else the count is 0. It is a rule, not a
   theorem: a single dominant eigenvalue (a large common input mean) makes j = 1 the largest gap,
   so every ratio is reported for the reader to judge;
 * the alignment of the top-count eigenspace ``U`` with the span ``Q`` of the class-mean
@@ -78,7 +79,8 @@ class OutlierCount:
 
     Attributes:
         count: number of outliers (0 when no ratio reaches ``min_ratio``).
-        ratios: ``lambda_j / lambda_{j+1}``, j = 1..k-1 (``inf`` over a nonpositive value).
+        ratios: ``lambda_j / lambda_{j+1}``, j = 1..k-1 (``nan`` where ``lambda_{j+1}`` is at
+            or below the null threshold).
         min_ratio: the smallest ratio that counts as a gap.
     """
 
@@ -92,14 +94,19 @@ class OutlierCount:
         return float(self.ratios[self.count - 1]) if self.count > 0 else float("nan")
 
 
-def count_outliers(eigenvalues: np.ndarray, *, min_ratio: float = 2.0) -> OutlierCount:
+def count_outliers(
+    eigenvalues: np.ndarray, *, min_ratio: float = 2.0, null_rtol: float = 1e-8
+) -> OutlierCount:
     """Outliers of a descending list of top eigenvalues by the largest-gap rule (module docs).
 
-    Only the positive head counts: the list is cut at its first nonpositive value, which ends
-    the gap search (the ratio to it is ``inf``).
+    Only the head above the null threshold ``null_rtol * lambda_1`` takes part: the gap from
+    the last nonzero eigenvalue to the null space (huge for a GGN, whose rank is at most
+    ``m (C - 1)``) is not a gap between outliers and a bulk, so it never counts. A list whose
+    nonzero head has no ratio of at least ``min_ratio`` has no outliers (count 0).
 
     Raises:
-        OperatorError: fewer than two eigenvalues, or ``min_ratio`` not above 1.
+        OperatorError: fewer than two eigenvalues, an unordered list, or ``min_ratio`` not
+            above 1.
     """
     lam = np.asarray(eigenvalues, dtype=np.float64)
     if lam.ndim != 1 or lam.size < 2:
@@ -108,14 +115,14 @@ def count_outliers(eigenvalues: np.ndarray, *, min_ratio: float = 2.0) -> Outlie
         raise OperatorError(f"min_ratio= must be above 1, got {min_ratio}")
     if np.any(np.diff(lam) > 1e-12 * max(abs(lam[0]), 1e-300)):
         raise OperatorError("count_outliers needs eigenvalues in descending order")
-    ratios = np.full(lam.size - 1, np.inf)
-    pos = lam[1:] > 0
-    ratios[pos] = lam[:-1][pos] / lam[1:][pos]
-    ratios[(lam[:-1] <= 0)] = np.nan  # no gap between two nonpositive values
-    search = np.where(np.isnan(ratios), -np.inf, ratios)
-    j = int(np.argmax(search))
-    count = j + 1 if search[j] >= min_ratio else 0
-    return OutlierCount(count=count, ratios=ratios, min_ratio=float(min_ratio))
+    ratios = np.full(lam.size - 1, np.nan)
+    head = int(np.sum(lam > null_rtol * max(lam[0], 0.0))) if lam[0] > 0 else 0
+    if head >= 2:
+        ratios[: head - 1] = lam[: head - 1] / lam[1:head]
+    if head < 2 or not np.nanmax(ratios) >= min_ratio:
+        return OutlierCount(count=0, ratios=ratios, min_ratio=float(min_ratio))
+    j = int(np.nanargmax(ratios))
+    return OutlierCount(count=j + 1, ratios=ratios, min_ratio=float(min_ratio))
 
 
 def class_mean_gradients(
@@ -171,11 +178,12 @@ class OutlierAnalysis:
         top: the top-k eigenpairs (eigenvalues, residuals, error bounds, converged; vectors).
         outliers: the largest-gap count (:class:`OutlierCount`).
         class_mean_rank: rank of the C class-mean gradients.
-        principal_cosines: between the top-``count`` eigenspace and the class-mean span.
+        aligned: dimension of the top eigenspace ``U`` compared (the count unless ``align=``).
+        principal_cosines: between ``U`` and the class-mean span.
         class_means_in_top: ``||U^T Q||_F^2 / rank Q``.
-        top_in_class_means: ``||U^T Q||_F^2 / count``.
+        top_in_class_means: ``||U^T Q||_F^2 / aligned``.
         class_mean_energy_in_top: ``||U^T D||_F^2 / ||D||_F^2``.
-        chance: ``count / n``, the expected ``class_means_in_top`` for a random subspace.
+        chance: ``aligned / n``, the expected energy share for a random subspace.
         operator: the operator's ``describe()``.
         seed: seed of the start vectors.
     """
@@ -184,6 +192,7 @@ class OutlierAnalysis:
     top: Eigenpairs
     outliers: OutlierCount
     class_mean_rank: int
+    aligned: int
     principal_cosines: np.ndarray
     class_means_in_top: float
     top_in_class_means: float
@@ -211,6 +220,7 @@ class OutlierAnalysis:
             "residuals": self.top.residuals.tolist(),
             "converged": self.top.converged.tolist(),
             "class_mean_rank": self.class_mean_rank,
+            "aligned": self.aligned,
             "principal_cosines": self.principal_cosines.tolist(),
             "class_means_in_top": self.class_means_in_top,
             "top_in_class_means": self.top_in_class_means,
@@ -227,6 +237,8 @@ def outlier_analysis(
     block: int | str | Block = "model",
     top: int | None = None,
     min_ratio: float = 2.0,
+    null_rtol: float = 1e-8,
+    align: int | None = None,
     method: Method = "auto",
     tol: float = 1e-8,
     seed: int = 0,
@@ -241,6 +253,9 @@ def outlier_analysis(
         block: whose weights (``"model"``: all of them); must match ``op``.
         top: k, eigenvalues computed (default ``2 C``, at most the dimension).
         min_ratio: the smallest eigenvalue ratio that counts as a gap.
+        null_rtol: eigenvalues at most ``null_rtol * lambda_1`` count as zero.
+        align: the dimension of the top eigenspace compared with the class means (default:
+            the outlier count; e.g. ``C`` to look at the top-C space whatever the rule says).
         method, tol: eigensolver route and tolerance.
         seed: seed of the start vectors.
 
@@ -257,10 +272,13 @@ def outlier_analysis(
         )
     k = min(2 * C if top is None else int(top), A.dim)
     res = spectrum(A, top=k, bottom=0, method=method, tol=tol, seed=seed, keep_vectors=True)
-    found = count_outliers(res.top.eigenvalues, min_ratio=min_ratio)
+    found = count_outliers(res.top.eigenvalues, min_ratio=min_ratio, null_rtol=null_rtol)
+    r_top = found.count if align is None else int(align)
+    if not 0 <= r_top <= k:
+        raise OperatorError(f"align= must be between 0 and top={k}, got {align}")
     vecs = res.top.eigenvectors
     assert vecs is not None  # keep_vectors=True
-    U = orthonormal_basis(vecs[:, : found.count])
+    U = orthonormal_basis(vecs[:, :r_top])
     Q = orthonormal_basis(D.to(U.device))
     cos = principal_cosines(U, Q)
     captured = float(np.sum(cos**2))
@@ -274,10 +292,11 @@ def outlier_analysis(
         outliers=found,
         class_mean_rank=r,
         principal_cosines=cos,
-        class_means_in_top=captured / r if r and found.count else float("nan"),
-        top_in_class_means=captured / found.count if found.count else float("nan"),
-        class_mean_energy_in_top=energy,
-        chance=found.count / A.dim,
+        aligned=r_top,
+        class_means_in_top=captured / r if r and r_top else float("nan"),
+        top_in_class_means=captured / r_top if r_top else float("nan"),
+        class_mean_energy_in_top=energy if r_top else float("nan"),
+        chance=r_top / A.dim,
         operator=A.describe(),
         seed=seed,
     )
