@@ -8,7 +8,8 @@
 * :mod:`~.gradient_overlap` - the share of the gradient in the top eigenspace;
 * :mod:`~.stability` - per-block ``lr x lambda_max`` against 2 (edge of stability);
 * :mod:`~.block_vs_global` - each block's local Hessian vs the GGN's diagonal block;
-* :mod:`~.subspace` - principal angles and overlaps (shared by the above).
+* :mod:`~.subspace` - principal angles and overlaps (shared by the above);
+* :mod:`~.summary` - all of them on one batch (:func:`run_diagnostics`), tables for reports.
 """
 
 from hessiankit.diagnostics.block_vs_global import BlockVsGlobal, compare_blocks
@@ -29,18 +30,21 @@ from hessiankit.diagnostics.stability import (
     block_stability,
     parameter_rates,
 )
+from hessiankit.diagnostics.summary import Diagnostics, Table, run_diagnostics
 from hessiankit.diagnostics.subspace import orthonormal_basis, overlap, principal_cosines
 
 __all__ = [
     "EDGE",
     "BlockStability",
     "BlockVsGlobal",
+    "Diagnostics",
     "GGNOperator",
     "GGNvsHessian",
     "GradientOverlap",
     "OutlierAnalysis",
     "OutlierCount",
     "RateScaled",
+    "Table",
     "block_stability",
     "class_mean_gradients",
     "compare_blocks",
@@ -52,4 +56,5 @@ __all__ = [
     "overlap",
     "parameter_rates",
     "principal_cosines",
+    "run_diagnostics",
 ]

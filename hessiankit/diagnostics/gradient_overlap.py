@@ -57,7 +57,7 @@ class GradientOverlap:
         chance: ``k / n``, the expected fraction for a random direction.
         gradient_norm: ``||g||``.
         top: the top-k eigenpairs used (eigenvalues, residuals, error bounds, converged).
-        method: the eigensolver route that ran.
+        method: the eigensolver route that ran (``"given"`` for ``eigenpairs=``).
         dimension: n.
         seed: seed of the start vectors.
     """
@@ -97,6 +97,7 @@ def gradient_overlap(
     *,
     top: int = 10,
     gradient: torch.Tensor | None = None,
+    eigenpairs: Eigenpairs | None = None,
     method: Method = "auto",
     tol: float = 1e-6,
     seed: int = 0,
@@ -109,6 +110,8 @@ def gradient_overlap(
             :class:`~hessiankit.diagnostics.ggn.GGNOperator`).
         top: k.
         gradient: the vector g (length ``op.dim``); default ``op.gradient()``.
+        eigenpairs: ``op``'s top eigenpairs already computed with their vectors (e.g.
+            ``spectrum(op, keep_vectors=True).top``): used as they are, ``top`` ignored.
         method, tol: eigensolver route and tolerance (:func:`~hessiankit.solvers.spectrum.spectrum`).
         seed: seed of the start vectors.
 
@@ -132,9 +135,16 @@ def gradient_overlap(
     norm = float(torch.linalg.vector_norm(g))
     if not norm > 0.0:
         raise OperatorError("the gradient is zero; its share in any subspace is undefined")
-    res = spectrum(op, top=top, bottom=0, method=method, tol=tol, seed=seed, keep_vectors=True)
-    vecs = res.top.eigenvectors
-    assert vecs is not None  # keep_vectors=True
+    if eigenpairs is None:
+        res = spectrum(op, top=top, bottom=0, method=method, tol=tol, seed=seed, keep_vectors=True)
+        pairs, route = res.top, res.method
+    else:
+        pairs, route = eigenpairs, "given"
+    vecs = pairs.eigenvectors
+    if vecs is None or vecs.shape[0] != op.dim:
+        raise OperatorError(
+            f"eigenpairs= needs eigenvectors of length {op.dim} (keep_vectors=True)"
+        )
     U = vecs.to(torch.float64)
     # Ritz vectors are orthonormal to working precision; re-orthonormalise only if they are not.
     if float((U.T @ U - torch.eye(U.shape[1], dtype=U.dtype, device=U.device)).abs().max()) > 1e-8:
@@ -145,10 +155,10 @@ def gradient_overlap(
         fraction=float(cum[-1]),
         cumulative=cum,
         components=comps,
-        chance=top / op.dim,
+        chance=U.shape[1] / op.dim,
         gradient_norm=norm,
-        top=res.top,
-        method=res.method,
+        top=pairs,
+        method=route,
         dimension=op.dim,
         seed=seed,
     )
