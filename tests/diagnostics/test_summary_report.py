@@ -47,6 +47,7 @@ def test_run_diagnostics_matches_dense_and_renders(tmp_path: Path) -> None:
     page = render_html(report, figures=[])
     assert '<h2 id="diagnostics">Diagnostics beyond the paper</h2>' in page
     for title, header, rows in d.tables():
+        assert all(h in page for h in header)
         assert title in page
         for cell in rows[0]:
             assert cell.replace("<", "&lt;").replace(">", "&gt;") in page
