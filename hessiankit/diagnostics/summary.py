@@ -138,7 +138,7 @@ class Diagnostics:
                 ["classes C", str(o.num_classes), ""],
                 ["outliers (largest gap, GGN)", str(o.count), f"gap ratio {_g(o.outliers.gap)}"],
                 [
-                    "class means in top eigenspace",
+                    "class means in the top-C eigenspace",
                     f"{o.class_mean_energy_in_top:.4f}",
                     f"share of |delta_c|^2 in the top-{o.aligned} space; chance {o.chance:.2g}",
                 ],
@@ -219,6 +219,7 @@ def run_diagnostics(
     density: bool = True,
     num_probes: int = 4,
     num_steps: int = 60,
+    max_dense: int = 512,
     tol: float = 1e-6,
     seed: int = 0,
 ) -> Diagnostics:
@@ -230,6 +231,8 @@ def run_diagnostics(
         lr: learning rate (or rates by parameter name) for the stability table; ``None``: none.
         density: SLQ densities of the loss Hessian and the GGN.
         num_probes, num_steps: SLQ probes and steps.
+        max_dense: largest block materialised for the exact local-vs-global comparison
+            (traces and Frobenius norms; Hutch++ traces above it).
         tol: relative tolerance of the eigensolvers.
         seed: seed of every random draw.
 
@@ -254,9 +257,9 @@ def run_diagnostics(
     y = capture.targets
     outl = None
     if y.ndim == 1 and not y.is_floating_point():
-        outl = outlier_analysis(
-            capture, tol=tol, seed=seed, top=min(2 * int(np.unique(y.cpu().numpy()).size), n)
-        )
-    blocks = compare_blocks(capture, top=min(5, k), tol=tol, seed=seed)
+        c = int(np.unique(y.cpu().numpy()).size)
+        # the class means against the top-C space, whatever the largest-gap count says
+        outl = outlier_analysis(capture, top=min(2 * c, n), align=min(c, n), tol=tol, seed=seed)
+    blocks = compare_blocks(capture, top=min(5, k), max_dense=max_dense, tol=tol, seed=seed)
     stab = () if lr is None else block_stability(capture, lr=lr, tol=tol, seed=seed)
     return Diagnostics(cmp, grad, outl, blocks, stab)
