@@ -11,8 +11,10 @@ This module reports, per block b:
     ``lambda_max(D_b^{1/2} H_{W_b} D_b^{1/2})`` with ``H_{W_b}`` the block's (Gauss-Newton)
     local Hessian, the Hessian of its back-matching loss. This is the stability number of
     gradient descent on the block's least-squares matching problem, whose output curvature is
-    the identity; it is the exact criterion for the last block under the squared error and a
-    proxy for the others (the paper's view: BP is one step on each back-matching loss).
+    the identity. For the last block under the squared error ``H_W`` is the GGN's diagonal
+    block (and the loss Hessian's when the block is linear in its weights), so there it is the
+    training loss's own criterion; for the other blocks it is the criterion of the block's
+    matching problem (the paper's view: BP is one step on each back-matching loss).
 ``global``
     the same with the diagonal block of the training-loss Hessian for the block's weights,
     ``d^2 L / dW_b^2``. A diagonal block's largest eigenvalue is at most the full Hessian's
