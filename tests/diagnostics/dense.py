@@ -24,8 +24,8 @@ def loss_of(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 class Flat:
     """The network as a function of one flat parameter vector (``named_parameters`` order)."""
 
-    def __init__(self, net: nn.Module) -> None:
-        self.net = net.eval()
+    def __init__(self, net: nn.Module, *, keep_mode: bool = False) -> None:
+        self.net = net if keep_mode else net.eval()
         self.names = [n for n, _ in net.named_parameters()]
         ps = dict(net.named_parameters())
         self.shapes = [ps[n].shape for n in self.names]
@@ -51,9 +51,15 @@ def loss_hessian(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) ->
     return hessian(lambda v: loss_of(f.out(v, x), y, loss), f.v0).detach()
 
 
-def ggn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """``J^T H_L J`` from dense matrices: J = d vec(out) / d W, H_L = d^2 L / d vec(out)^2."""
-    f = Flat(net)
+def ggn(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, *, keep_mode: bool = False
+) -> torch.Tensor:
+    """``J^T H_L J`` from dense matrices: J = d vec(out) / d W, H_L = d^2 L / d vec(out)^2.
+
+    ``keep_mode``: run the network in the modes it is in (batch norm with batch statistics
+    after ``references._mode(net, "train")``), else in eval mode.
+    """
+    f = Flat(net, keep_mode=keep_mode)
     J = jacobian(lambda v: f.out(v, x), f.v0)
     z0 = f.out(f.v0, x).detach()
     HL = hessian(lambda z: loss_of(z.reshape(z0.shape), y, loss), z0.reshape(-1))

@@ -10,6 +10,7 @@ import hessiankit as hk
 from diagnostics.dense import Flat, cnn, ggn, gradient, loss_hessian, mlp
 from hessiankit.diagnostics import GGNOperator
 from hessiankit.errors import DataError
+from references import _mode
 
 
 def _data(kind: str, c: int, m: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,6 +57,17 @@ def test_network_linear_in_weights_has_hessian_equal_to_ggn() -> None:
     x, y = torch.randn(9, 5, dtype=torch.float64), torch.arange(9) % 3
     G = GGNOperator(hk.capture(net, x, y)).to_dense()
     assert torch.allclose(G, loss_hessian(net, x, y, "cross-entropy"), rtol=1e-10, atol=1e-13)
+
+
+def test_batch_norm_with_batch_statistics_couples_the_samples() -> None:
+    # with batch statistics J couples the samples; H_L stays block-diagonal over them
+    torch.manual_seed(13)
+    net = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x, y = torch.randn(10, 5, dtype=torch.float64), torch.arange(10) % 3
+    G = GGNOperator(hk.capture(net, x, y, bn="train")).to_dense()
+    ref = ggn(_mode(net, "train"), x, y, "cross-entropy", keep_mode=True)
+    assert torch.allclose(G, ref, rtol=1e-10, atol=1e-13)
+    assert not torch.allclose(G, ggn(net, x, y, "cross-entropy"), rtol=1e-3)  # eval differs
 
 
 def test_ggn_needs_labels() -> None:
