@@ -31,6 +31,7 @@ import numpy as np
 from hessiankit._version import __version__
 from hessiankit.blocks.capture import BlockCapture
 from hessiankit.blocks.split import Block
+from hessiankit.diagnostics.summary import Diagnostics
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.operators.local import Kind, Wrt
@@ -94,19 +95,25 @@ class BlockAnalysis:
 
 @dataclass(frozen=True, eq=False)
 class Report:
-    """A report: a title, the run's settings and one :class:`BlockAnalysis` per block."""
+    """A report: a title, the run's settings and one :class:`BlockAnalysis` per block, and
+    optionally the diagnostics beyond the paper
+    (:func:`~hessiankit.diagnostics.summary.run_diagnostics`), rendered as their own section."""
 
     title: str
     settings: dict[str, object]
     blocks: tuple[BlockAnalysis, ...]
+    diagnostics: Diagnostics | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Every number of the report, for its JSON twin."""
-        return {
+        out: dict[str, object] = {
             "title": self.title,
             "settings": dict(self.settings),
             "blocks": [b.to_dict() for b in self.blocks],
         }
+        if self.diagnostics is not None:
+            out["diagnostics"] = self.diagnostics.to_dict()
+        return out
 
 
 def run_settings(capture: BlockCapture, **extra: object) -> dict[str, object]:

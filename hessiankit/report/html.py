@@ -78,6 +78,7 @@ def render_html(report: Report, figures: list[ReportFigure] | None = None) -> st
         f"<h1>{e(report.title)}</h1>",
         f'<p class="sub">{e(_subtitle(report))}</p>',
         '<nav><a href="#summary">summary</a>'
+        + ('<a href="#diagnostics">diagnostics</a>' if report.diagnostics is not None else "")
         + "".join(f'<a href="#block-{b.index}">block {b.index}</a>' for b in report.blocks)
         + '<a href="#settings">settings</a><a href="#data">JSON</a></nav>',
         '<h2 id="summary">Summary</h2>',
@@ -93,6 +94,9 @@ def render_html(report: Report, figures: list[ReportFigure] | None = None) -> st
     for f in figs:
         by_block.setdefault(f.block, []).append(f)
     parts += [_figure(f) for f in by_block.get(None, [])]
+    if report.diagnostics is not None:
+        parts.append('<h2 id="diagnostics">Diagnostics beyond the paper</h2>')
+        parts += [_plain_table(*t) for t in report.diagnostics.tables()]
     for b in report.blocks:
         parts.append(f'<h2 id="block-{b.index}">Block {b.index}: <code>{e(b.name)}</code></h2>')
         parts.append(_block_details(b))
@@ -230,6 +234,16 @@ def _block_details(b: BlockAnalysis) -> str:
         f"<tr><th>{e(k)}</th><td{bad if k == 'warning' else ''}>{e(v)}</td></tr>" for k, v in items
     )
     return f'<table class="details" id="details-block-{b.index}">{rows}</table>'
+
+
+def _plain_table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return (
+        f'<h3>{e(title)}</h3><div class="scroll"><table class="diagnostics">'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    )
 
 
 def _settings_table(settings: dict[str, object]) -> str:

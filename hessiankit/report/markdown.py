@@ -38,6 +38,13 @@ def render_markdown(report: Report, figure_dir: str) -> str:
     for f in figs:
         if f.block is None:
             lines += [f"![{f.caption}]({figure_dir}/{f.key}.png)", "", f"*{f.caption}*", ""]
+    if report.diagnostics is not None:
+        lines += ["## Diagnostics beyond the paper", ""]
+        for title, header, rows in report.diagnostics.tables():
+            lines += [f"### {title}", "", "| " + " | ".join(header) + " |"]
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+            lines.append("")
     for b in report.blocks:
         lines += [f"## Block {b.index}: `{b.name}`", ""]
         s = b.spectrum
