@@ -13,7 +13,7 @@
 """
 
 from hessiankit.diagnostics.block_vs_global import BlockVsGlobal, compare_blocks
-from hessiankit.diagnostics.ggn import GGNOperator
+from hessiankit.operators.ggn import GGNOperator
 from hessiankit.diagnostics.ggn_vs_hessian import GGNvsHessian, compare_ggn_hessian
 from hessiankit.diagnostics.gradient_overlap import GradientOverlap, gradient_overlap
 from hessiankit.diagnostics.outliers import (

@@ -1,7 +1,7 @@
 r"""Each block's local Hessian against the diagonal block of the global GGN for its weights.
 
 Block b's weights enter the training loss through the rest of the network, so the diagonal
-block of the global generalized Gauss-Newton matrix (:class:`~hessiankit.diagnostics.ggn.GGNOperator`
+block of the global generalized Gauss-Newton matrix (:class:`~hessiankit.operators.ggn.GGNOperator`
 with ``block=b``) is
 
 .. math::
@@ -58,7 +58,7 @@ import torch
 
 from hessiankit.blocks.capture import BlockCapture
 from hessiankit.blocks.split import Block
-from hessiankit.diagnostics.ggn import GGNOperator
+from hessiankit.operators.ggn import GGNOperator
 from hessiankit.diagnostics.subspace import orthonormal_basis, overlap
 from hessiankit.errors import OperatorError
 from hessiankit.operators.local import LocalHessian

@@ -1,6 +1,6 @@
 r"""The loss Hessian against its generalized Gauss-Newton part, on the same batch.
 
-``nabla^2 L = G + R`` with ``G = J^T H_L J`` (:class:`~hessiankit.diagnostics.ggn.GGNOperator`)
+``nabla^2 L = G + R`` with ``G = J^T H_L J`` (:class:`~hessiankit.operators.ggn.GGNOperator`)
 and the residual ``R = sum_j (dL/dz_j) nabla^2 z_j``, which weights the network's own
 curvature by the output gradient. ``R`` vanishes for a network linear in the weights and shrinks
 as the fit improves (``dL/dz -> 0``); it is what makes the loss Hessian indefinite. This module
@@ -39,7 +39,7 @@ import torch
 
 from hessiankit.blocks.capture import BlockCapture
 from hessiankit.blocks.split import Block
-from hessiankit.diagnostics.ggn import GGNOperator
+from hessiankit.operators.ggn import GGNOperator
 from hessiankit.diagnostics.subspace import orthonormal_basis, overlap, principal_cosines
 from hessiankit.operators.loss import LossHessian
 from hessiankit.solvers.results import SpectralDensity, SpectrumResult

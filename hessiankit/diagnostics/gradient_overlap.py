@@ -107,7 +107,7 @@ def gradient_overlap(
     Args:
         op: the curvature operator; without ``gradient=`` it must have a ``gradient()``
             method (:class:`~hessiankit.operators.loss.LossHessian`,
-            :class:`~hessiankit.diagnostics.ggn.GGNOperator`).
+            :class:`~hessiankit.operators.ggn.GGNOperator`).
         top: k.
         gradient: the vector g (length ``op.dim``); default ``op.gradient()``.
         eigenpairs: ``op``'s top eigenpairs already computed with their vectors (e.g.

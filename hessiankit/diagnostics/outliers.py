@@ -57,7 +57,7 @@ import torch
 from hessiankit._precision import full_precision
 from hessiankit.blocks.capture import BlockCapture, run_block
 from hessiankit.blocks.split import Block
-from hessiankit.diagnostics.ggn import GGNOperator
+from hessiankit.operators.ggn import GGNOperator
 from hessiankit.diagnostics.subspace import orthonormal_basis, principal_cosines
 from hessiankit.errors import DataError, OperatorError
 from hessiankit.operators.base import SymmetricOperator
@@ -248,7 +248,7 @@ def outlier_analysis(
     Args:
         capture: the recorded batch with integer class labels.
         op: the curvature operator over ``block``'s weights (default: the GGN,
-            :class:`~hessiankit.diagnostics.ggn.GGNOperator`; a
+            :class:`~hessiankit.operators.ggn.GGNOperator`; a
             :class:`~hessiankit.operators.loss.LossHessian` of the same block works too).
         block: whose weights (``"model"``: all of them); must match ``op``.
         top: k, eigenvalues computed (default ``2 C``, at most the dimension).

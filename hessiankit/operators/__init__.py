@@ -1,4 +1,5 @@
-"""Operators: local (back-matching) Hessians and the loss Hessian, as symmetric linear maps.
+"""Operators: local (back-matching) Hessians, the loss Hessian and its generalized Gauss-Newton
+part (:class:`GGNOperator`), as symmetric linear maps.
 
 Scale: :class:`AllBlocksLocalHessian` (every block's product at once), :class:`DatasetOperator`
 (a data loader's batches weighted by size), :class:`AllReduceOperator` (torch.distributed).
@@ -15,6 +16,7 @@ from hessiankit.operators.all_blocks import AllBlocksLocalHessian
 from hessiankit.operators.base import MatrixOperator, SymmetricOperator, dense_memory_bytes
 from hessiankit.operators.dataset import DatasetOperator
 from hessiankit.operators.direct_sum import DirectSum
+from hessiankit.operators.ggn import GGNOperator
 from hessiankit.operators.distributed import AllReduceOperator, is_rank_zero
 from hessiankit.operators.local import Kind, LocalHessian, Wrt, check_kind
 from hessiankit.operators.loss import LossHessian
@@ -27,6 +29,7 @@ __all__ = [
     "Backend",
     "DatasetOperator",
     "DirectSum",
+    "GGNOperator",
     "Kind",
     "LocalHessian",
     "LossHessian",

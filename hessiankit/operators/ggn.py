@@ -29,7 +29,7 @@ Example:
     >>> import torch
     >>> from torch import nn
     >>> import hessiankit as hk
-    >>> from hessiankit.diagnostics import GGNOperator
+    >>> from hessiankit.operators import GGNOperator
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 2, bias=False)).double()
     >>> x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
