@@ -275,10 +275,10 @@ def _make_block(
     buffers: dict[str, None] = {}
     uses: dict[str, str] = {}
 
-    def use(local: str, tensor: torch.Tensor) -> None:
+    def use(local: str, tensor: torch.Tensor, is_param: bool) -> None:
         model_name = first.get(id(tensor), local)
         uses.setdefault(local, model_name)
-        if isinstance(tensor, nn.Parameter):
+        if is_param:  # a scripted module's parameters are plain tensors, so ask where it came from
             params.setdefault(model_name, tensor.numel())
         else:
             buffers.setdefault(model_name)
@@ -288,15 +288,15 @@ def _make_block(
             if n.op == "call_module":
                 mod = gm.get_submodule(str(n.target))
                 for pname, p in mod.named_parameters(remove_duplicate=False):
-                    use(f"{n.target}.{pname}", p)
+                    use(f"{n.target}.{pname}", p, True)
                 for bname, b in mod.named_buffers(remove_duplicate=False):
-                    use(f"{n.target}.{bname}", b)
+                    use(f"{n.target}.{bname}", b, False)
             elif n.op == "get_attr":
                 obj: object = gm
                 for part in str(n.target).split("."):
                     obj = getattr(obj, part)
                 if isinstance(obj, torch.Tensor):
-                    use(str(n.target), obj)
+                    use(str(n.target), obj, isinstance(obj, nn.Parameter))
     if name is None:
         anchor = next((s for s in group if s.weighted or s.has_skip), group[0])
         name = _anchor_name(anchor) or f"block{index}"
