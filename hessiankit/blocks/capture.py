@@ -82,12 +82,15 @@ def run_block(
             (:func:`~hessiankit.blocks.modes.analysis_mode`); ``None`` keeps the modules'
             own training flags (the trainer's passes, as its forward ran).
         z: the block input ``z_{b-1}``.
-        params: tensors that replace some of ``W_b`` (by the model's names).
+        params: tensors that replace some of ``W_b`` (by the names in ``block.param_names``;
+            a tied tensor's value replaces it under each of its names).
     """
-    tensors = {n: state.params[n] for n in block.param_names}
+    values = {n: state.params[n] for n in block.param_names}
     if params:
-        tensors.update(params)
-    tensors.update(state.fresh_buffers(block.buffer_names))
+        values.update(params)
+    values.update(state.fresh_buffers(block.buffer_names))
+    # a tied tensor, keyed by its first name, goes to every name the function reads it under
+    tensors = {local: values[n] for local, n in block.uses if n in values} if block.uses else values
     if bn is None:
         out: torch.Tensor = functional_call(block.function, tensors, (z,))
         return out

@@ -51,13 +51,18 @@ class Block:
         index: position in the chain, from 1 (0 for the whole model treated as one block).
         name: a module path that identifies the block (its first weighted module).
         module_names: paths of the modules the block runs, in order.
-        param_names: the model's names of the block's parameters ``W_b``.
+        param_names: the model's names of the block's parameters ``W_b``, each tensor once:
+            a tensor tied between modules (one ``nn.Parameter`` under several names) is named
+            by its first name, as ``model.named_parameters()`` names it.
         buffer_names: the model's names of the block's buffers (batch-norm statistics).
         function: a module computing ``z_b`` from ``z_{b-1}``; it shares the model's
             submodules, so its parameter names are the model's own.
         has_bn: whether the block contains batch norm.
         has_skip: whether the block contains a skip connection.
-        num_params: number of scalar weights in ``W_b``.
+        num_params: number of scalar weights in ``W_b`` (a tied tensor counted once).
+        uses: ``(name inside function, name in param_names / buffer_names)`` for every
+            parameter and buffer the function reads; the two differ for a tied tensor used
+            under a later name (``2.weight`` tied to ``0.weight``). Empty: the same names.
     """
 
     index: int
@@ -69,6 +74,7 @@ class Block:
     has_bn: bool
     has_skip: bool
     num_params: int
+    uses: tuple[tuple[str, str], ...] = ()
 
     def contains(self, path: str) -> bool:
         """Whether ``path`` names this block, one of its modules, an ancestor or a submodule."""
@@ -95,7 +101,9 @@ class BlockSplit:
         self.model = model
         self.graph_module = traced.graph_module
         self.blocks: tuple[Block, ...] = tuple(blocks)
-        self._whole = _make_block(0, "model", traced.graph_module, traced.segments, whole=True)
+        self._whole = _make_block(
+            0, "model", traced.graph_module, traced.segments, _first_names(model), whole=True
+        )
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -177,9 +185,10 @@ def split_blocks(model: nn.Module, blocks: Sequence[BlockSpec] | None = None) ->
     if not segments:
         raise BlockError(f"{type(model).__name__} computes nothing from its input; no blocks")
     groups = _group_default(segments) if specs is None else _group_explicit(segments, specs)
+    first = _first_names(model)
     made = []
     for i, group in enumerate(groups, start=1):
-        made.append(_make_block(i, None, traced.graph_module, group))
+        made.append(_make_block(i, None, traced.graph_module, group, first))
     return BlockSplit(model, traced, made)
 
 
@@ -239,31 +248,55 @@ def _group_explicit(segments: list[Segment], specs: list[list[str]]) -> list[lis
     return groups
 
 
+def _first_names(model: nn.Module) -> dict[int, str]:
+    """The model's first name of each parameter and buffer (by identity), the name
+    ``model.named_parameters()`` / ``named_buffers()`` give a tensor tied under several."""
+    first: dict[int, str] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        first.setdefault(id(p), n)
+    for n, b in model.named_buffers(remove_duplicate=False):
+        first.setdefault(id(b), n)
+    return first
+
+
 def _make_block(
-    index: int, name: str | None, gm: fx.GraphModule, group: list[Segment], whole: bool = False
+    index: int,
+    name: str | None,
+    gm: fx.GraphModule,
+    group: list[Segment],
+    first: dict[int, str],
+    whole: bool = False,
 ) -> Block:
     function: nn.Module = gm if whole else build_function(gm, group)
     module_names = tuple(m for seg in group for m in seg.module_names)
+    # A tied tensor is one variable: keyed by its first name, counted once, and handed to
+    # every name the function reads it under (run_block).
     params: dict[str, int] = {}
-    buffers: list[str] = []
+    buffers: dict[str, None] = {}
+    uses: dict[str, str] = {}
+
+    def use(local: str, tensor: torch.Tensor, is_param: bool) -> None:
+        model_name = first.get(id(tensor), local)
+        uses.setdefault(local, model_name)
+        if is_param:  # a scripted module's parameters are plain tensors, so ask where it came from
+            params.setdefault(model_name, tensor.numel())
+        else:
+            buffers.setdefault(model_name)
+
     for seg in group:
         for n in seg.nodes:
             if n.op == "call_module":
                 mod = gm.get_submodule(str(n.target))
-                for pname, p in mod.named_parameters():
-                    params.setdefault(f"{n.target}.{pname}", p.numel())
-                for bname, _ in mod.named_buffers():
-                    full = f"{n.target}.{bname}"
-                    if full not in buffers:
-                        buffers.append(full)
+                for pname, p in mod.named_parameters(remove_duplicate=False):
+                    use(f"{n.target}.{pname}", p, True)
+                for bname, b in mod.named_buffers(remove_duplicate=False):
+                    use(f"{n.target}.{bname}", b, False)
             elif n.op == "get_attr":
                 obj: object = gm
                 for part in str(n.target).split("."):
                     obj = getattr(obj, part)
-                if isinstance(obj, nn.Parameter):
-                    params.setdefault(str(n.target), obj.numel())
-                elif isinstance(obj, torch.Tensor) and str(n.target) not in buffers:
-                    buffers.append(str(n.target))
+                if isinstance(obj, torch.Tensor):
+                    use(str(n.target), obj, isinstance(obj, nn.Parameter))
     if name is None:
         anchor = next((s for s in group if s.weighted or s.has_skip), group[0])
         name = _anchor_name(anchor) or f"block{index}"
@@ -277,6 +310,7 @@ def _make_block(
         has_bn=any(s.has_bn for s in group),
         has_skip=any(s.has_skip for s in group),
         num_params=sum(params.values()),
+        uses=tuple(uses.items()),
     )
 
 

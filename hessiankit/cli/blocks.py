@@ -2,7 +2,8 @@
 
 One row per block: index (from 1, as ``--block`` takes it), the module paths it runs, its
 number of weights, the shapes of ``z_{b-1}`` and ``z_b`` for the chosen data (without the batch
-dimension), and whether it holds batch norm or a skip connection.
+dimension), and whether it holds batch norm or a skip connection. A tensor tied between modules
+counts once in each block that uses it and once in the model's total.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hessiankit.blocks import capture, split_blocks
+from hessiankit.blocks import BlockSplit, capture, split_blocks
 from hessiankit.cli import common
 
 NAME = "blocks"
@@ -50,10 +51,9 @@ def run(args: argparse.Namespace) -> int:
                 "has_skip": b.has_skip,
             }
         )
-    common.out(
-        args,
-        f"model: {info.label} ({len(split)} blocks, {sum(r['num_params'] for r in rows)} weights)",
-    )
+    total, shared = _weights(split)
+    tied = f", {shared} of them in more than one block (tied)" if shared else ""
+    common.out(args, f"model: {info.label} ({len(split)} blocks, {total} weights{tied})")
     common.out(args, f"data: {_describe_data(data.description)}")
     common.out(args)
     table = [
@@ -79,12 +79,24 @@ def run(args: argparse.Namespace) -> int:
         {
             "model": info.label,
             "source": info.source,
+            "num_params": total,
             **data.description,
             **common.versions(),
             "blocks": rows,
         },
     )
     return 0
+
+
+def _weights(split: BlockSplit) -> tuple[int, int]:
+    """Scalar weights of the model's blocks, a tied tensor once; and how many of them are in
+    more than one block (each block counts a tied tensor it uses)."""
+    sizes = {n: p.numel() for n, p in split.model.named_parameters()}
+    uses: dict[str, int] = {}
+    for b in split:
+        for n in b.param_names:
+            uses[n] = uses.get(n, 0) + 1
+    return sum(sizes[n] for n in uses), sum(sizes[n] for n, k in uses.items() if k > 1)
 
 
 def _modules(names: list[str]) -> str:

@@ -21,6 +21,7 @@ import torch
 from hessiankit import pipeline
 from hessiankit._version import __version__
 from hessiankit.cli import torchrun
+from hessiankit.cli.wording import to_flags
 from hessiankit.data import DATASETS
 from hessiankit.errors import HessiankitError
 from hessiankit.io import check_output, write_json_atomic
@@ -409,9 +410,10 @@ def emit_json(args: argparse.Namespace, obj: object) -> None:
 
 
 def note(args: argparse.Namespace, message: str) -> None:
-    """A one-line note on stderr (silent with ``--quiet`` and on ranks but 0)."""
+    """A one-line note on stderr (silent with ``--quiet`` and on ranks but 0), the library's
+    parameter names in it worded as flags."""
     if not getattr(args, "quiet", False) and torchrun.is_primary():
-        print(f"note: {message}", file=sys.stderr)
+        print(f"note: {to_flags(message)}", file=sys.stderr)
 
 
 def out(args: argparse.Namespace, text: str = "") -> None:

@@ -125,11 +125,15 @@ class LogLines(Progress):
         self.finished += 1
         r = result.spectrum
         kappa = r.condition.kappa
-        conv = "converged" if r.converged and r.condition.converged else "NOT converged"
+        if len(r.bottom) == 0:  # top only: no kappa to converge, say what was asked for
+            what = "largest eigenvalues " + ("converged" if r.converged else "NOT converged")
+        else:
+            conv = "converged" if r.converged and r.condition.converged else "NOT converged"
+            what = f"kappa {'-' if kappa is None else f'{kappa:.3e}'} ({conv})"
         self._line(
             f"[{self.finished}/{self.total_blocks}] block {result.index} ({result.name}) done: "
             f"dimension {r.dimension}, {r.method}, {r.num_products} products, "
-            f"{r.seconds:.1f} s, kappa {'-' if kappa is None else f'{kappa:.3e}'} ({conv})"
+            f"{r.seconds:.1f} s, {what}"
         )
 
 

@@ -116,16 +116,11 @@ def load_model(
 
 
 def _checked(model: nn.Module, name: str) -> nn.Module:
-    """Refuse a model whose tensors hold no data (meta device), are sparse, or are tied."""
-    seen: dict[int, str] = {}
-    for what, t in model.named_parameters(remove_duplicate=False):
-        first = seen.setdefault(id(t), what)
-        if first != what:
-            raise ModelLoadError(
-                f"{name}: parameters {first!r} and {what!r} are one tied tensor, which block-wise "
-                "local Hessians do not support (each block owns its weights); untie them (give "
-                "each module its own copy) to analyse the model"
-            )
+    """Refuse a model whose tensors hold no data (meta device) or are sparse.
+
+    Tied tensors (one ``nn.Parameter`` under several names) are fine: each block takes the
+    tensor once, by its first name (:func:`hessiankit.blocks.split.split_blocks`).
+    """
     tensors: list[tuple[str, torch.Tensor]] = [*model.named_parameters(), *model.named_buffers()]
     for key, tensor in tensors:
         if tensor.is_meta:

@@ -15,6 +15,13 @@ per sample as in :class:`~hessiankit.operators.local.LocalHessian`) and for the 
 kind, whose Jacobian ``d (F_1, ..., F_B) / d (W_1, ..., W_B)`` is block-diagonal for the same
 reason.
 
+Tied weights (one tensor used by modules of several blocks) keep this exact: the vector holds
+the tensor once *per block* that uses it, and each copy is a separate variable that only its own
+block's loss reads, so the Hessian is still ``diag(H_1, ..., H_B)``, each ``H_b`` the block's
+local Hessian with the tensor as one of its variables (``tests/blocks/test_tied.py`` checks it
+against hand-written references). It is not the Hessian w.r.t. the model's distinct tensors,
+which would add the shared tensor's blocks together; no caller wants that one.
+
 Use :func:`hessiankit.solvers.blockwise.blockwise_spectra` to run one Lanczos iteration per
 block in lockstep on this operator (the blocks' spectra stay apart; a Krylov run on the whole
 block-diagonal matrix would mix them).

@@ -64,13 +64,13 @@ def load_batches(args: DataOptions, info: ModelInfo, device: torch.device) -> Ba
             sizes = [max(0, min(m, n - i * m)) for i in range(k)]
         if min(sizes) < 1:
             raise DataError(
-                f"{Path(args.data).name} has {n} samples, too few for --num-batches {k}"
-                + ("" if args.batch_size is None else f" of --batch-size {args.batch_size}")
+                f"{Path(args.data).name} has {n} samples, too few for num_batches={k}"
+                + ("" if args.batch_size is None else f" of batch_size={args.batch_size}")
                 + "; ask for fewer"
             )
         if args.input_shape is not None and tuple(x.shape[1:]) != tuple(args.input_shape):
             raise DataError(
-                f"the data has samples of shape {tuple(x.shape[1:])} but --input-shape is "
+                f"the data has samples of shape {tuple(x.shape[1:])} but input_shape= says "
                 f"{tuple(args.input_shape)}; make them agree"
             )
         if args.batch_size is not None and sizes[-1] < args.batch_size:
@@ -98,7 +98,8 @@ def load_batches(args: DataOptions, info: ModelInfo, device: torch.device) -> Ba
                 continue
             if name != names[0]:
                 notes.append(
-                    f"using --dataset {name} (Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist)"
+                    f"using dataset='{name}' (Fashion-MNIST is not installed: apt-get install "
+                    "dataset-fashion-mnist)"
                 )
             desc = {"dataset": name, "split": args.split, "samples": m * k}
             break
@@ -123,7 +124,8 @@ def _dataset(
     if info.channels_only and shape is not None:
         if name == "synthetic":
             raise DataError(
-                "the synthetic data set needs the model's full input shape; give --input-shape, e.g. 3,32,32"
+                "the synthetic data set needs the model's full input shape; give input_shape= (one "
+                "sample's shape, like 3,32,32)"
             )
         nat = natural_shape(name)
         shape = (shape[0], *nat[1:]) if nat is not None else shape

@@ -49,7 +49,7 @@ def open_model(
         info = ("built-in", "built-in small VGG with BN (hessiankit.models.default_model)", True)
     else:
         if source.trust_pickle and source.arch:
-            raise ModelLoadError("give either --trust-pickle or --arch, not both")
+            raise ModelLoadError("give either trust_pickle=True or arch=, not both")
         loaded = load_model(
             source.path,
             trust_pickle=source.trust_pickle,
@@ -110,5 +110,5 @@ def check_torchscript_bn(info: ModelInfo, bn: str) -> None:
         if "BatchNorm" in str(getattr(m, "original_name", "")) and not is_batchnorm(m):
             raise OperatorError(
                 "this TorchScript model's batch norm cannot run with batch statistics here; "
-                "use --bn eval, or save the eager model with torch.save(model)"
+                "use bn='eval', or save the eager model with torch.save(model)"
             )

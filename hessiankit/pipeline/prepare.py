@@ -130,7 +130,7 @@ def prepare(
     args = operator or OperatorOptions()
     notes: list[str] = []
     if args.kind != "exact" and args.eta != 1.0:
-        notes.append("--eta only changes --kind exact; ignored")
+        notes.append("eta= only changes kind='exact'; ignored")
     world = _world.current()
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype)
@@ -143,8 +143,8 @@ def prepare(
     needs_labels = args.kind in ("exact", "loss")
     if needs_labels and not batches_.has_labels:
         raise DataError(
-            f"--kind {args.kind} needs labels but the data has none (no 'y'); add labels y to the "
-            "data file or use --kind gauss-newton"
+            f"kind='{args.kind}' needs labels but the data has none (no 'y'); add labels y to the "
+            "data file or use kind='gauss-newton'"
         )
     check_shards(args, split, batches_, world)  # before any collective: the same answer everywhere
     loss = batches_.loss if data_opts.loss == "auto" else data_opts.loss
@@ -204,20 +204,20 @@ def check_shards(
         return
     if args.wrt == "input":
         raise DataError(
-            "--wrt input has one variable per sample, so it cannot be split over torchrun's "
+            "wrt='input' has one variable per sample, so it cannot be split over torchrun's "
             "processes; run it in one process (without torchrun)"
         )
     if batch_dependent(split, args.bn):
         raise DataError(
             "batch norm in train mode uses each batch's statistics, so a result over several "
-            "processes would depend on how the samples were sharded; use --bn eval, or run in "
+            "processes would depend on how the samples were sharded; use bn='eval', or run in "
             "one process"
         )
     n = sum(int(x.shape[0]) for x, _ in data.batches)
     if n < world.size:
         raise DataError(
             f"{n} samples for {world.size} processes leave a process without data; select more "
-            "samples (--batch-size, --num-batches) or start fewer processes"
+            "samples (batch_size=, num_batches=) or start fewer processes"
         )
 
 

@@ -101,6 +101,10 @@ def block_operators(
         return hessian_operator(capture, block, wrt=wrt, kind=kind, eta=eta)
 
     def make_all(blocks: Sequence[Block]) -> SymmetricOperator | None:
+        # The summed back-matching losses are block-diagonal because every block's loss reads
+        # only its own variables. Kind "loss" and the whole model ("model" overlaps every block)
+        # break that. A tensor tied between blocks does not: the operator takes one copy of it
+        # per block (see hessiankit.operators.all_blocks), so tied models keep this route.
         if kind == "loss" or any(b.index == 0 for b in blocks):
             return None
         if wrt == "weights" and any(b.num_params == 0 for b in blocks):

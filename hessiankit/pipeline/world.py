@@ -89,7 +89,7 @@ def device_for(name: str, world: World) -> torch.device:
             answer on every rank).
     """
     if name == "cuda" and not torch.cuda.is_available():
-        raise OperatorError("--device cuda but no CUDA device is available; use --device cpu")
+        raise OperatorError("device='cuda' but no CUDA device is available; use device='cpu'")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name != "cuda" or world is SINGLE:
@@ -97,7 +97,8 @@ def device_for(name: str, world: World) -> torch.device:
     if torch.cuda.device_count() < world.local_size:
         raise OperatorError(
             f"torchrun starts {world.local_size} processes on this node but it has "
-            f"{torch.cuda.device_count()} CUDA device(s); start at most that many, or use --device cpu"
+            f"{torch.cuda.device_count()} CUDA device(s); start at most that many, or use "
+            "device='cpu'"
         )
     return torch.device("cuda", world.local_rank)
 

@@ -259,7 +259,7 @@ def _warnings(spec: SpectrumResult) -> tuple[str, ...]:
         out.append(
             f"the smallest nonzero eigenvalue {small:.3g} lies within {SUSPECT_FACTOR:.0f}x the null "
             f"threshold {c.threshold:.3g}: it may be a rounding-level zero, and kappa an overestimate; "
-            "check with method 'dense' or a larger rank tolerance (rank_rtol, --rank-rtol)"
+            "check with method='dense' or a larger rank tolerance (rank_rtol=)"
         )
     if not spec.converged:
         out.append("some eigenvalues did not converge (see the flags); raise the product budget")

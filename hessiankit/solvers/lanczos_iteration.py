@@ -140,8 +140,7 @@ class LanczosIteration(Checkpointing):
                     f"{columns} vectors of length {n} in {'float32' if item == 4 else 'float64'}; "
                     f"this run needs at least {need} (top + bottom + 2 x block size, and "
                     f"max(20, 3 (top + bottom) + 2 x block size) with bottom): raise "
-                    f"max_basis_bytes to {need * item * n} (--max-basis-mib "
-                    f"{need * item * n / 2**20:.3g}) or ask for fewer eigenvalues"
+                    f"max_basis_bytes to {need * item * n} or ask for fewer eigenvalues"
                 )
         self.max_basis_bytes = max_basis_bytes
         self._gen = torch.Generator().manual_seed(self.seed)

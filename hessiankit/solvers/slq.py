@@ -171,7 +171,7 @@ def _lanczos_batch(
         if not (np.isfinite(a_np[active]).all() and np.isfinite(b_np[active]).all()):
             raise NumericalError(
                 f"operator products became NaN or Inf at Lanczos step {j + 1}; check the model's "
-                "weights and data for non-finite values, or use --dtype float64"
+                "weights and data for non-finite values, or use dtype=torch.float64"
             )
         alpha[j, active] = a_np[active]
         beta[j, active] = b_np[active]

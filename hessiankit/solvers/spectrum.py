@@ -135,7 +135,7 @@ def spectrum(
     if top > n or bottom > n:
         raise OperatorError(
             f"asked for {max(top, bottom)} eigenvalues but the operator has dimension {n}; "
-            f"use --top/--bottom at most {n}"
+            f"use top= and bottom= at most {n}"
         )
     rtol = default_rank_rtol(n, op.dtype) if rank_rtol is None else float(rank_rtol)
     t0 = time.perf_counter()

@@ -71,7 +71,7 @@ CASES = {
     ),
     "block without parameters": (
         ["noparams.pt", "--data", "d.pt", "--block", "1"],
-        "has no parameters; use wrt='input'",
+        "has no parameters; use --wrt input",
     ),
     "data shape does not fit": (["mlp.pt", "--data", "wrong_shape.pt"], "does not fit block 1"),
     "missing data file": (["mlp.pt", "--data", "none.pt"], "does not exist"),
@@ -87,7 +87,7 @@ CASES = {
     "Inf in activations": (["overflow.pt", "--data", "d.pt"], "produces NaN/Inf activations"),
     "top larger than dimension": (
         ["mlp.pt", "--data", "d.pt", "--block", "3", "--top", "16"],
-        "use --top/--bottom at most 15",
+        "use --top and --bottom at most 15",
     ),
     "non-differentiable block": (
         ["--arch", "cli.hk_cli_models:detached", "--data", "d.pt", "--block", "1"],

@@ -206,11 +206,6 @@ MALFORMED = {
         ["m.pt", "--data", "d.pt"],
         "meta device",
     ),
-    "tied weights": (
-        lambda t: torch.save(_tied(), t / "m.pt"),
-        ["m.pt", "--data", "d.pt"],
-        "are one tied tensor",
-    ),
     "sparse data": (
         lambda t: torch.save({"x": torch.randn(7, 5).to_sparse()}, t / "s.pt"),
         ["mlp.pt", "--data", "s.pt"],
@@ -245,14 +240,6 @@ MALFORMED = {
         "does not fit block 1",
     ),
 }
-
-
-def _tied() -> nn.Module:
-    net = nn.Sequential(
-        nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3)
-    ).double()
-    net[2].weight = net[0].weight
-    return net
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))

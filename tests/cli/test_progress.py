@@ -52,3 +52,29 @@ def test_block_progress_bars_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> N
     assert type(block_progress(argparse.Namespace(quiet=True))) is Progress  # silent
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert isinstance(block_progress(argparse.Namespace(quiet=False)), LogLines)
+
+
+def test_finished_line_of_a_top_only_run_says_what_converged() -> None:
+    """``--bottom 0`` computes no kappa: the line reports the largest eigenvalues' convergence
+    (they are converged here, against the diagonal's known values), not kappa's."""
+    import numpy as np
+    import torch
+
+    import hessiankit as hk
+    from hessiankit.cli.progress import LogLines
+    from hessiankit.operators import MatrixOperator
+    from hessiankit.pipeline.run import BlockResult
+
+    op = MatrixOperator(torch.diag(torch.arange(1.0, 31.0, dtype=torch.float64)))
+    lines = []
+    for bottom in (0, 1):
+        spec = hk.spectrum(op, top=2, bottom=bottom, method="lanczos", tol=1e-10, seed=0)
+        np.testing.assert_allclose(spec.top.eigenvalues, [30.0, 29.0], rtol=1e-9)
+        stream = io.StringIO()
+        obs = LogLines(stream)
+        obs.begin(1)
+        obs.block_started("block 1", op.dim, None)
+        obs.block_finished(BlockResult(1, "0", spec, ()))
+        lines.append(stream.getvalue())
+    assert "largest eigenvalues converged" in lines[0] and "kappa" not in lines[0], lines[0]
+    assert "kappa 3.000e+01 (converged)" in lines[1], lines[1]

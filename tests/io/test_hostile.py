@@ -210,7 +210,7 @@ def test_big_endian_npz_is_converted(tmp_path: Path) -> None:
     assert np.array_equal(gx.numpy(), x.astype("<f8")) and np.array_equal(gy.numpy(), y)
 
 
-def test_meta_sparse_and_tied_tensors_are_named(tmp_path: Path) -> None:
+def test_meta_and_sparse_tensors_are_named_tied_ones_load(tmp_path: Path) -> None:
     torch.save({"x": torch.empty(4, 2, device="meta")}, tmp_path / "meta.pt")
     torch.save({"x": torch.randn(4, 2).to_sparse()}, tmp_path / "sparse.pt")
     with pytest.raises(DataError, match="meta device"):
@@ -222,11 +222,13 @@ def test_meta_sparse_and_tied_tensors_are_named(tmp_path: Path) -> None:
     torch.save(meta_model, tmp_path / "meta_model.pt")
     with pytest.raises(ModelLoadError, match="'0.weight' is on the meta device"):
         load_model(tmp_path / "meta_model.pt")
+    # tied weights are supported (tests/blocks/test_tied.py): the safe loader keeps the tie
     tied = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
     tied[2].weight = tied[0].weight
     torch.save(tied, tmp_path / "tied.pt")
-    with pytest.raises(ModelLoadError, match="'0.weight' and '2.weight' are one tied tensor"):
-        load_model(tmp_path / "tied.pt")
+    loaded = load_model(tmp_path / "tied.pt").model
+    assert loaded[2].weight is loaded[0].weight
+    assert torch.equal(loaded[0].weight, tied[0].weight)
 
 
 def test_unreadable_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
