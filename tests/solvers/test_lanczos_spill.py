@@ -16,6 +16,7 @@ from solvers import spectra
 from hessiankit.errors import OperatorError
 from hessiankit.operators import MatrixOperator
 from hessiankit.solvers import LanczosIteration, lanczos, spectrum
+from hessiankit.solvers.options import KrylovOptions
 from hessiankit.solvers.lanczos import _Basis
 
 EPS32 = float(torch.finfo(torch.float32).eps)
@@ -223,7 +224,10 @@ def test_bad_basis_options_are_refused():
     with pytest.raises(OperatorError, match="in float32.*raise max_basis_bytes"):
         lanczos(op, top=3, block_size=2, tol=1e-4, max_basis_bytes=4 * 6 * op.dim)
     it = LanczosIteration(
-        op.dim, op.dtype, op.device, top=3, block_size=2, tol=1e-4, max_basis_bytes=4 * 7 * op.dim
+        op.dim,
+        op.dtype,
+        op.device,
+        KrylovOptions(top=3, block_size=2, tol=1e-4, max_basis_bytes=4 * 7 * op.dim),
     )
     assert it.pending() is not None
     # Asking for the smallest eigenvalues, Lanczos waits for 20 vectors before a claim: a budget

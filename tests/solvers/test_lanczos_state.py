@@ -12,6 +12,7 @@ from solvers import spectra
 
 from hessiankit.errors import OperatorError
 from hessiankit.solvers import LanczosIteration, lanczos
+from hessiankit.solvers.options import KrylovOptions
 
 
 @pytest.mark.parametrize(("p", "columns"), [(1, 24), (3, 40)])
@@ -107,7 +108,9 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
 
 def test_iterations_driven_by_hand_equal_lanczos():
     op = spectra.with_spectrum(spectra.clustered(), seed=6)
-    it = LanczosIteration(op.dim, op.dtype, op.device, top=2, block_size=2, tol=1e-9, seed=3)
+    it = LanczosIteration(
+        op.dim, op.dtype, op.device, KrylovOptions(top=2, block_size=2, tol=1e-9, seed=3)
+    )
     while (X := it.pending()) is not None:
         it.feed(op.matmat(X))
     ref = lanczos(op, top=2, block_size=2, tol=1e-9, seed=3)
