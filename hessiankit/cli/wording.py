@@ -23,6 +23,7 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"\bthe mnist or digits data set\b", "--dataset mnist|digits"),
     (r"\(eta\)", "(--eta)"),
     (r"\bcompute in float64\b", "use --dtype float64"),
+    (r"\buse top/bottom\b", "use --top/--bottom"),
 )
 
 

@@ -60,5 +60,5 @@ def check_request(top: int, bottom: int, n: int) -> None:
     if top > n or bottom > n:
         raise OperatorError(
             f"asked for {max(top, bottom)} eigenvalues but the operator has dimension {n}; "
-            f"ask for top/bottom at most {n}"
+            f"use top/bottom at most {n}"
         )
