@@ -156,6 +156,7 @@ def test_float32_storage_floor_covers_the_true_error(psd):
         assert np.all(np.abs(true_res - pairs.residuals) <= r.precision)
 
 
+@pytest.mark.slow  # two full runs on a 300-dimensional float32 operator
 def test_float32_operator_stores_its_basis_in_float32():
     op64 = spectra.with_spectrum(spectra.distinct(), seed=2)
     op32 = MatrixOperator(op64.to_dense().to(torch.float32))
@@ -206,6 +207,7 @@ def test_spectrum_reports_the_basis_budget():
     assert dense["basis_dtype"] is None and dense["max_basis_bytes"] is None
 
 
+@pytest.mark.slow  # an interrupted and a resumed run
 def test_spectrum_resumes_from_a_checkpoint(tmp_path):
     op = spectra.with_spectrum(spectra.distinct(), seed=4)
     path = tmp_path / "k.pt"

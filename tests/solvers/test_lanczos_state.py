@@ -41,6 +41,7 @@ def test_basis_budget_restarts_and_still_matches_eigh(p, columns):
     )
 
 
+@pytest.mark.slow  # a restarted run to the smallest nonzero eigenvalue
 def test_restart_from_range_start_keeps_smallest_nonzero():
     ev = spectra.with_zeros()
     op = spectra.with_spectrum(ev, seed=3, psd=True)
