@@ -63,6 +63,7 @@ def test_weight_blocks_through_auto_and_lanczos(make):
     assert kr.bottom.eigenvalues[0] == pytest.approx(auto.bottom.eigenvalues[0], rel=1e-8)
 
 
+@pytest.mark.slow  # 2,048 dims: dense twice and Lanczos over the whole space
 def test_readme_operator_in_float64_through_auto_and_lanczos():
     # The README's "Library in one screen" operator, 2,048 dims (64 samples x 32 inputs).
     op = networks.readme_2048(torch.float64)
