@@ -155,7 +155,7 @@ def test_bn_weight_form_misses_in_eval_mode() -> None:
     )  # no null direction
 
 
-@pytest.mark.parametrize("m", [8, 32, pytest.param(64, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("m", [8, *(pytest.param(m, marks=pytest.mark.slow) for m in (32, 64))])
 def test_bn_input_approximation_error_is_sqrt_2_over_m(m: int) -> None:
     torch.manual_seed(6)
     net = nn.Sequential(nn.Linear(6, 6, bias=False), nn.BatchNorm1d(6, eps=1e-14)).double()

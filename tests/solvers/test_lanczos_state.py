@@ -70,7 +70,7 @@ def test_budget_too_small_is_refused_with_the_size_needed():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"top": 4, "bottom": 2, "block_size": 2},
+        pytest.param({"top": 4, "bottom": 2, "block_size": 2}, marks=pytest.mark.slow),
         {"top": 3, "bottom": 3, "block_size": 1, "max_basis_bytes": 30 * 8 * 250},
     ],
 )
