@@ -37,13 +37,19 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict
+
 import torch
 import torch.nn.functional as F
 
 from hessiankit.analytic._util import as64, bias_layout, check_matrix, with_ones
 from hessiankit.errors import OperatorError
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
+    "ConvGeometry",
     "conv_input_spectrum_circular",
     "conv_weight_factor",
     "conv_weight_hessian",
@@ -82,16 +88,12 @@ def linear_weight_hessian(z: torch.Tensor, n_out: int, *, bias: bool = False) ->
     """
     if n_out < 1:
         raise OperatorError(f"n_out must be positive, got {n_out}")
-    S = second_moment(z, bias=bias)
-    if bias:
-        return bias_layout(S, n_out)
-    return torch.kron(torch.eye(n_out, dtype=S.dtype), S)
+    return _kron_hessian(second_moment(z, bias=bias), n_out, bias)
 
 
 def linear_weight_spectrum(z: torch.Tensor, n_out: int, *, bias: bool = False) -> torch.Tensor:
     """Eigenvalues of ``H_W`` (ascending) from one small ``eigh`` of ``S``: each ``n_out`` times."""
-    ev: torch.Tensor = torch.linalg.eigvalsh(second_moment(z, bias=bias))
-    return ev.repeat_interleave(n_out)
+    return _kron_spectrum(second_moment(z, bias=bias), n_out)
 
 
 def linear_input_hessian(weight: torch.Tensor, m: int = 1) -> torch.Tensor:
@@ -113,14 +115,21 @@ def linear_input_spectrum(weight: torch.Tensor) -> torch.Tensor:
     return torch.sort(torch.cat([s2, pad])).values
 
 
+class ConvGeometry(TypedDict, total=False):
+    """The keywords of a 2-d convolution that shape its patches, as :class:`torch.nn.Conv2d`
+    takes them (default 1, 0 and 1)."""
+
+    stride: int | tuple[int, int]
+    padding: int | tuple[int, int]
+    dilation: int | tuple[int, int]
+
+
 def conv_weight_factor(
     x: torch.Tensor,
     kernel_size: int | tuple[int, int],
     *,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
     bias: bool = False,
+    **geometry: Unpack[ConvGeometry],
 ) -> torch.Tensor:
     """``S = (1/m) sum_{i, positions} u u^T`` over the unfolded patches of ``x`` (``m x c x h x w``).
 
@@ -129,7 +138,10 @@ def conv_weight_factor(
     check_matrix("x", x, ndim=4)
     x64 = as64(x)
     assert x64 is not None
-    U = F.unfold(x64, kernel_size, dilation=dilation, padding=padding, stride=stride)
+    stride, padding = geometry.get("stride", 1), geometry.get("padding", 0)
+    U = F.unfold(
+        x64, kernel_size, dilation=geometry.get("dilation", 1), padding=padding, stride=stride
+    )
     m, P, L = U.shape
     U = U.permute(0, 2, 1).reshape(m * L, P)  # one row per (sample, position)
     if bias:
@@ -142,18 +154,11 @@ def conv_weight_hessian(
     c_out: int,
     kernel_size: int | tuple[int, int],
     *,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
     bias: bool = False,
+    **geometry: Unpack[ConvGeometry],
 ) -> torch.Tensor:
     """Dense ``H_W = I_{c_out} kron S`` of a conv block in the core's layout (bias last)."""
-    S = conv_weight_factor(
-        x, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=bias
-    )
-    if bias:
-        return bias_layout(S, c_out)
-    return torch.kron(torch.eye(c_out, dtype=S.dtype), S)
+    return _kron_hessian(conv_weight_factor(x, kernel_size, bias=bias, **geometry), c_out, bias)
 
 
 def conv_weight_spectrum(
@@ -161,18 +166,25 @@ def conv_weight_spectrum(
     c_out: int,
     kernel_size: int | tuple[int, int],
     *,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
     bias: bool = False,
+    **geometry: Unpack[ConvGeometry],
 ) -> torch.Tensor:
     """Eigenvalues of a conv block's ``H_W`` (ascending): those of the ``c_in k^2`` (+1) square
     patch second moment, each ``c_out`` times -- one small ``eigh`` instead of a big one."""
-    S = conv_weight_factor(
-        x, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=bias
-    )
+    return _kron_spectrum(conv_weight_factor(x, kernel_size, bias=bias, **geometry), c_out)
+
+
+def _kron_hessian(S: torch.Tensor, n_out: int, bias: bool) -> torch.Tensor:
+    """``I_{n_out} kron S`` in the core's layout: row-major weight, the bias entries last."""
+    if bias:
+        return bias_layout(S, n_out)
+    return torch.kron(torch.eye(n_out, dtype=S.dtype), S)
+
+
+def _kron_spectrum(S: torch.Tensor, n_out: int) -> torch.Tensor:
+    """The eigenvalues of ``I_{n_out} kron S`` (ascending): those of ``S``, each ``n_out`` times."""
     ev: torch.Tensor = torch.linalg.eigvalsh(S)
-    return ev.repeat_interleave(c_out)
+    return ev.repeat_interleave(n_out)
 
 
 def conv_input_spectrum_circular(weight: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -45,6 +45,7 @@ from torch import nn
 
 from hessiankit.blocks.capture import BlockCapture
 from hessiankit.blocks.modes import is_batchnorm
+from hessiankit.blocks.module_kinds import ADAPTIVE_MAX_POOL, CONV, DROPOUT, MAX_POOL
 from hessiankit.blocks.split import Block
 from hessiankit.errors import OperatorError
 
@@ -61,24 +62,9 @@ __all__ = [
     "main_weight_name",
 ]
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Parameter-free modules whose Jacobian selects entries (0/1 rows): their effect on the traces is
 # the fraction of the pre-activation entries that reach the block output (see activation_gain).
-_SELECTING = (
-    nn.ReLU,
-    nn.Identity,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-    nn.Flatten,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-)
+_SELECTING = (nn.ReLU, nn.Identity, nn.Flatten, *MAX_POOL, *ADAPTIVE_MAX_POOL, *DROPOUT)
 
 
 @dataclass(frozen=True)
@@ -153,7 +139,7 @@ def linear_m_z(weight: torch.Tensor) -> float:
 
 
 def _geometry(conv: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    if not isinstance(conv, _CONV) or conv.groups != 1 or conv.padding_mode != "zeros":
+    if not isinstance(conv, CONV) or conv.groups != 1 or conv.padding_mode != "zeros":
         raise OperatorError(
             f"no closed form for {type(conv).__name__} with groups/padding mode "
             f"{getattr(conv, 'groups', '?')}/{getattr(conv, 'padding_mode', '?')}; use method='trace'"
@@ -405,7 +391,7 @@ def main_weight_name(capture_or_model: BlockCapture | nn.Module, block: Block) -
     named = dict(model.named_modules())
     for n in block.module_names:
         mod = named.get(n)
-        if isinstance(mod, (nn.Linear, *_CONV)):
+        if isinstance(mod, (nn.Linear, *CONV)):
             return f"{n}.weight"
     for n in block.param_names:
         owner = named.get(n.rsplit(".", 1)[0]) if "." in n else None
@@ -425,7 +411,7 @@ def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, flo
     selecting_after = False
     tail: list[nn.Module] = []
     for name, mod in _modules(capture, block):
-        if isinstance(mod, (nn.Linear, *_CONV)) and main is None:
+        if isinstance(mod, (nn.Linear, *CONV)) and main is None:
             main = mod
         elif is_batchnorm(mod) and main is not None and bn is None:
             bn = mod
@@ -454,7 +440,7 @@ def _closed_form(capture: BlockCapture, block: Block) -> tuple[float | None, flo
     z_in = capture.block_input(block)
     if isinstance(main, nn.Linear):
         z_in = z_in.reshape(z_in.shape[0], -1)
-    is_conv = isinstance(main, _CONV)
+    is_conv = isinstance(main, CONV)
     spatial = tuple(z_in.shape[2:]) if is_conv else ()
     m = capture.batch_size
     positions = _conv_positions(main, spatial) if is_conv else 1
@@ -510,7 +496,7 @@ def _check_avg_pools(
             (n + 2 * p - d * (k - 1) - 1) // s + 1
             for n, k, s, p, d in zip(spatial, main.kernel_size, *_geometry(main))
         )
-        if isinstance(main, _CONV)
+        if isinstance(main, CONV)
         else ()
     )
     h = torch.zeros(1, weight.shape[0], *out_spatial)

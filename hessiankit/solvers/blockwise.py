@@ -34,7 +34,7 @@ import torch
 
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
-from hessiankit.solvers.assemble import from_krylov
+from hessiankit.solvers.assemble import RunFacts, from_krylov
 from hessiankit.solvers.lanczos import LanczosIteration
 from hessiankit.solvers.options import KrylovOptions
 from hessiankit.solvers.results import SpectrumResult
@@ -100,7 +100,7 @@ def blockwise_spectra(
         block_size=p, tol=tol, max_products=max_products, seed=seed, rank_rtol=rank_rtol
     )
     runs = [
-        LanczosIteration.from_options(
+        LanczosIteration(
             n,
             op.dtype,
             op.device,
@@ -136,14 +136,8 @@ def blockwise_spectra(
     return [
         from_krylov(
             it.result(),
-            n=it.n,
-            dtype=op.dtype,
-            psd=psd,
+            RunFacts(it.n, op.dtype, psd, tol, it.products, seconds, op.describe_part(i)),
             seed=seed,
-            tol=tol,
-            num_products=it.products,
-            seconds=seconds,
-            operator=op.describe_part(i),
         )
         for i, it in enumerate(runs)
     ]

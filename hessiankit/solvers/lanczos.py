@@ -155,7 +155,7 @@ def lanczos(
             max_basis_bytes=max_basis_bytes,
             basis_dtype=basis_dtype,
         )
-    it = LanczosIteration.from_options(op.dim, op.dtype, op.device, options, is_psd=op.is_psd)
+    it = LanczosIteration(op.dim, op.dtype, op.device, options, is_psd=op.is_psd)
     if checkpoint is not None and Path(checkpoint).exists():
         it.load(checkpoint)
     steps = 0

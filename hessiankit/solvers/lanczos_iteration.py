@@ -15,7 +15,7 @@ from hessiankit.solvers.lanczos_checkpoint import Checkpointing
 from hessiankit.solvers.policy import krylov_budget
 from hessiankit.solvers.results import KrylovResult
 from hessiankit.solvers.ritz import Selected, ritz_pairs, select_ritz
-from hessiankit.solvers.options import BasisDtype, KrylovOptions, Start
+from hessiankit.solvers.options import KrylovOptions, check_request
 
 __all__ = ["LanczosIteration"]
 
@@ -54,7 +54,7 @@ class LanczosIteration(Checkpointing):
 
     Usage::
 
-        it = LanczosIteration(op.dim, op.dtype, op.device, top=3, is_psd=op.is_psd)
+        it = LanczosIteration(op.dim, op.dtype, op.device, KrylovOptions(top=3), is_psd=op.is_psd)
         while (X := it.pending()) is not None:
             it.feed(op.matmat(X))
         result = it.result()
@@ -65,26 +65,16 @@ class LanczosIteration(Checkpointing):
         n: int,
         dtype: torch.dtype,
         device: torch.device | str,
+        options: KrylovOptions | None = None,
         *,
-        top: int = 1,
-        bottom: int = 0,
-        block_size: int = 1,
-        tol: float = 1e-6,
-        max_products: int | None = None,
-        seed: int = 0,
-        start: Start | torch.Tensor = "auto",
         is_psd: bool | None = None,
-        rank_rtol: float | None = None,
-        max_basis_bytes: int | None = None,
-        basis_dtype: BasisDtype = "auto",
     ) -> None:
-        if top < 0 or bottom < 0 or top + bottom < 1:
-            raise OperatorError("ask for at least one eigenvalue (top >= 1 or bottom >= 1)")
-        if top > n or bottom > n:
-            raise OperatorError(
-                f"asked for {max(top, bottom)} eigenvalues of an operator of dimension {n}; "
-                f"ask for at most {n}"
-            )
+        """An iteration for the run ``options`` describes (default: :class:`KrylovOptions`'s
+        defaults) on an operator of dimension ``n`` whose products have ``dtype``."""
+        o = options if options is not None else KrylovOptions()
+        top, bottom, tol, start = o.top, o.bottom, o.tol, o.start
+        rank_rtol, max_basis_bytes, basis_dtype = o.rank_rtol, o.max_basis_bytes, o.basis_dtype
+        check_request(top, bottom, n)
         given = _given_start(start, n) if torch.is_tensor(start) else None
         if given is None and start not in ("auto", "random", "range"):
             raise OperatorError(
@@ -99,9 +89,9 @@ class LanczosIteration(Checkpointing):
         self.device = torch.device(device)
         self.top = top
         self.bottom = bottom
-        self.p = p = max(1, min(int(block_size), n))
+        self.p = p = max(1, min(int(o.block_size), n))
         self.tol = float(tol)
-        self.seed = int(seed)
+        self.seed = int(o.seed)
         self.range_start = given is None and (
             start == "range" or (start == "auto" and is_psd is True)
         )
@@ -113,7 +103,7 @@ class LanczosIteration(Checkpointing):
         )
         # The default budget reaches an exhausted space (every eigenvalue exact) whenever
         # n <= the cap: n products for the basis plus the range start's p, which is not in it.
-        self.budget = int(max_products or krylov_budget(n, top, bottom, p, self.range_start))
+        self.budget = int(o.max_products or krylov_budget(n, top, bottom, p, self.range_start))
         self._rank_rtol = None if rank_rtol is None else float(rank_rtol)
         self._eps = torch.finfo(dtype).eps
         self.basis_option = basis_dtype
@@ -170,35 +160,6 @@ class LanczosIteration(Checkpointing):
         if not self.range_start:
             X = self._orthonormal_start(X)
         self._X = X
-
-    @classmethod
-    def from_options(
-        cls,
-        n: int,
-        dtype: torch.dtype,
-        device: torch.device | str,
-        options: KrylovOptions,
-        *,
-        is_psd: bool | None = None,
-    ) -> LanczosIteration:
-        """An iteration for the run ``options`` describes."""
-        o = options
-        return cls(
-            n,
-            dtype,
-            device,
-            top=o.top,
-            bottom=o.bottom,
-            block_size=o.block_size,
-            tol=o.tol,
-            max_products=o.max_products,
-            seed=o.seed,
-            start=o.start,
-            is_psd=is_psd,
-            rank_rtol=o.rank_rtol,
-            max_basis_bytes=o.max_basis_bytes,
-            basis_dtype=o.basis_dtype,
-        )
 
     def _bottom_claim_size(self) -> int:
         """Basis size before which no claim about the smallest eigenvalues is made (0: none)."""

@@ -8,7 +8,9 @@ from typing import Literal
 
 import torch
 
-__all__ = ["BasisDtype", "KrylovOptions", "ProgressFn", "Start"]
+from hessiankit.errors import OperatorError
+
+__all__ = ["BasisDtype", "KrylovOptions", "ProgressFn", "Start", "check_request"]
 
 #: Start of a Krylov run: random, ``A`` times random (the range of a PSD operator), or auto.
 Start = Literal["auto", "random", "range"]
@@ -41,3 +43,22 @@ class KrylovOptions:
     rank_rtol: float | None = None
     max_basis_bytes: int | None = None
     basis_dtype: BasisDtype = "auto"
+
+
+def check_request(top: int, bottom: int, n: int) -> None:
+    """Refuse a request for no eigenvalue, or for more than the dimension ``n``.
+
+    Example:
+        >>> check_request(2, 1, 5)
+        >>> check_request(0, 0, 5)
+        Traceback (most recent call last):
+        ...
+        hessiankit.errors.OperatorError: ask for at least one eigenvalue (top >= 1 or bottom >= 1)
+    """
+    if top < 0 or bottom < 0 or top + bottom < 1:
+        raise OperatorError("ask for at least one eigenvalue (top >= 1 or bottom >= 1)")
+    if top > n or bottom > n:
+        raise OperatorError(
+            f"asked for {max(top, bottom)} eigenvalues but the operator has dimension {n}; "
+            f"use top= and bottom= at most {n}"
+        )

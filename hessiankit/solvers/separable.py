@@ -56,6 +56,7 @@ from hessiankit.operators.output_gram import OutputGram
 from hessiankit.solvers.assemble import is_low_precision
 from hessiankit.solvers.condition import arithmetic_floor, condition_from_eigenvalues
 from hessiankit.solvers.lanczos import default_rank_rtol
+from hessiankit.solvers.options import check_request
 from hessiankit.solvers.results import ConditionNumber, Eigenpairs, SpectrumResult
 from hessiankit.solvers.separable_jacobian import FactoredJacobian
 from hessiankit.solvers.separable_structure import SeparableStructure, separability
@@ -221,13 +222,7 @@ def separable_spectrum(
     """
     start = time.perf_counter()
     n = op.dim
-    if top < 0 or bottom < 0 or top + bottom < 1:
-        raise OperatorError("ask for at least one eigenvalue (top >= 1 or bottom >= 1)")
-    if top > n or bottom > n:
-        raise OperatorError(
-            f"asked for {max(top, bottom)} eigenvalues but the operator has dimension {n}; "
-            f"use top/bottom at most {n}"
-        )
+    check_request(top, bottom, n)
     before = op.num_products
     if structure is None:
         structure, why = separability(op, seed=seed)

@@ -31,15 +31,19 @@ Detection takes two independent checks, both must pass:
 :func:`find_separable_structure` returns ``None`` when either fails, so a caller falls back to
 a Krylov or dense solver.
 
-Example:
+Example (a linear block: its 4 output units w.r.t. the weights, its 5 samples w.r.t. the input):
     >>> import torch
     >>> from torch import nn
     >>> import hessiankit as hk
-    >>> net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU()).double()
-    >>> cap = hk.capture(net, torch.randn(4, 2, 5, 5, dtype=torch.float64), bn="train")
+    >>> g = torch.Generator().manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    >>> cap = hk.capture(net, torch.randn(5, 3, dtype=torch.float64, generator=g))
     >>> s = find_separable_structure(hk.LocalHessian(cap, 1))
-    >>> s.axis, tuple(s.parts.shape), tuple(s.out_parts.shape)  # 3 channels of 18+1+2 weights
-    ('channels', (3, 21), (3, 36))
+    >>> s.axis, tuple(s.parts.shape), tuple(s.out_parts.shape)  # 4 units of 3+1 weights
+    ('channels', (4, 4), (4, 5))
+    >>> s = find_separable_structure(hk.LocalHessian(cap, 1, wrt="input"))
+    >>> s.axis, tuple(s.parts.shape)  # 5 samples of 3 inputs
+    ('samples', (5, 3))
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from torch import nn
 
 from hessiankit.blocks.capture import run_block
 from hessiankit.blocks.modes import BNMode
+from hessiankit.blocks.module_kinds import BATCHNORM, CONV, DROPOUT
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.operators.dataset import DatasetOperator
 from hessiankit.operators.local import LocalHessian
@@ -70,8 +75,6 @@ __all__ = [
     "separability",
 ]
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _ELEMENTWISE = (
     nn.ReLU,
     nn.ReLU6,
@@ -93,7 +96,7 @@ _ELEMENTWISE = (
     nn.LogSigmoid,
 )
 # Modules that are the identity in analysis mode (dropout is always off there).
-_IDENTITY = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_IDENTITY = (nn.Identity, *DROPOUT, nn.AlphaDropout)
 # Pooling modules with the number of spatial dimensions they pool over.
 _POOL_RANK: dict[type[nn.Module], int] = {
     nn.MaxPool1d: 1,
@@ -266,11 +269,14 @@ def separability(op: SymmetricOperator, *, seed: int = 0) -> tuple[SeparableStru
 # --- module rules --------------------------------------------------------------------------
 
 
-def _data_nodes(gm: fx.GraphModule) -> list[fx.Node] | str:
-    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
+def _traced(function: object) -> tuple[fx.GraphModule, list[fx.Node]] | str:
+    """The block function's graph and its data nodes, or why they cannot be read."""
+    if not isinstance(function, fx.GraphModule):
+        return "the block function is not a traced graph"
+    nodes = [n for n in function.graph.nodes if n.op not in ("placeholder", "output")]
     if any(n.op == "get_attr" for n in nodes):
         return "the block reads tensors outside its modules (get_attr); cannot verify"
-    return nodes
+    return function, nodes
 
 
 def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module:
@@ -318,12 +324,10 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
     blk, cap = op.block, op.capture
     if blk.index == 0:
         return "the whole model is not channel-separable"
-    gm = blk.function
-    if not isinstance(gm, fx.GraphModule):
-        return "the block function is not a traced graph"
-    nodes = _data_nodes(gm)
-    if isinstance(nodes, str):
-        return nodes
+    traced = _traced(blk.function)
+    if isinstance(traced, str):
+        return traced
+    gm, nodes = traced
     prev: fx.Node | None = None
     for n in nodes:  # one chain: every node reads the one before it
         data = [a for a in n.all_input_nodes]
@@ -338,7 +342,7 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
     w = weighted[0]
     lin = _module(gm, nodes[w])
     lin_name = str(nodes[w].target)
-    if type(lin) not in (*_CONV, nn.Linear):
+    if type(lin) not in (*CONV, nn.Linear):
         return f"{lin_name} ({type(lin).__name__}) is not a Conv1d/2d/3d or Linear layer"
     # Parameter-free steps before it only transform the fixed input. Record the weighted
     # layer's input and output at the captured point. the weighted layer's input and output at the captured point.
@@ -364,7 +368,7 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
             mod = _module(gm, n)
             name = str(n.target)
             kind = type(mod)
-            if kind in _BN:
+            if kind in BATCHNORM:
                 bn_mod: nn.modules.batchnorm._BatchNorm = mod  # type: ignore[assignment]
                 if flat or bn_mod.num_features != C:
                     return f"{name} does not normalise the {C} output channels"
@@ -440,7 +444,7 @@ def _channel_parts(tensors: list[torch.Tensor], C: int) -> torch.Tensor | str:
 
 
 _PER_SAMPLE = (
-    *_CONV,
+    *CONV,
     nn.Linear,
     nn.LayerNorm,
     nn.GroupNorm,
@@ -456,17 +460,15 @@ _PER_SAMPLE = (
 
 def _sample_structure(op: LocalHessian) -> _Found | str:
     blk, cap = op.block, op.capture
-    gm = blk.function
-    if not isinstance(gm, fx.GraphModule):
-        return "the block function is not a traced graph"
-    nodes = _data_nodes(gm)
-    if isinstance(nodes, str):
-        return nodes
+    traced = _traced(blk.function)
+    if isinstance(traced, str):
+        return traced
+    gm, nodes = traced
     chain: list[str] = []
     for n in nodes:
         if n.op == "call_module":
             mod = _module(gm, n)
-            if type(mod) in _BN:
+            if type(mod) in BATCHNORM:
                 bn_mod: nn.modules.batchnorm._BatchNorm = mod  # type: ignore[assignment]
                 if cap.bn == "train" or bn_mod.running_mean is None:
                     return f"{n.target} normalises with batch statistics, which couple the samples"

@@ -39,20 +39,14 @@ import torch
 
 from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator, dense_memory_bytes
-from hessiankit.solvers.assemble import (
-    dtype_name,
-    floored,
-    from_dense,
-    from_krylov,
-    is_low_precision,
-)
+from hessiankit.solvers.assemble import RunFacts, floored, from_dense, from_krylov, is_low_precision
 from hessiankit.solvers.condition import arithmetic_floor, condition_from_extremes, floor_cause
 from hessiankit.solvers.dense import dense_eigh
 from hessiankit.solvers.lanczos import BasisDtype, default_rank_rtol, lanczos
-from hessiankit.solvers.options import KrylovOptions
+from hessiankit.solvers.options import KrylovOptions, check_request
 from hessiankit.solvers.policy import choose_method
 from hessiankit.solvers.power import power_iteration
-from hessiankit.solvers.results import Eigenpairs, SpectrumResult
+from hessiankit.solvers.results import Eigenpairs, PowerResult, SpectrumResult
 from hessiankit.solvers.separable import separable_spectrum
 from hessiankit.solvers.separable_structure import separability
 
@@ -130,13 +124,7 @@ def spectrum(
         raise OperatorError(
             f"unknown method {method!r}; use auto, lanczos, power, dense or separable"
         )
-    if top < 0 or bottom < 0 or top + bottom < 1:
-        raise OperatorError("ask for at least one eigenvalue (top >= 1 or bottom >= 1)")
-    if top > n or bottom > n:
-        raise OperatorError(
-            f"asked for {max(top, bottom)} eigenvalues but the operator has dimension {n}; "
-            f"use top= and bottom= at most {n}"
-        )
+    check_request(top, bottom, n)
     rtol = default_rank_rtol(n, op.dtype) if rank_rtol is None else float(rank_rtol)
     t0 = time.perf_counter()
     before = op.num_products
@@ -179,27 +167,25 @@ def spectrum(
             f"over the {max_dense_bytes / 2**30:.1f} GiB limit; use method 'lanczos'"
         )
     info = op.describe()
+
+    def facts() -> RunFacts:
+        return RunFacts.measure(op, tol=tol, before=before, start=t0, operator=info)
+
     res: SpectrumResult
     if method == "dense":
-        auto = rank_rtol is None
-        res = _dense(
-            op, top, bottom, rtol, auto, keep_vectors, t0, before, info, tol, max_dense_bytes
+        d = dense_eigh(op, max_bytes=max_dense_bytes)
+        res = from_dense(
+            d,
+            facts(),
+            top=top,
+            bottom=bottom,
+            rtol=rtol,
+            auto_rtol=rank_rtol is None,
+            keep_vectors=keep_vectors,
         )
     elif method == "power":
-        res = _power(
-            op,
-            top,
-            bottom,
-            rtol,
-            tol,
-            max_iter,
-            seed,
-            keep_vectors,
-            progress,
-            t0,
-            before,
-            info,
-        )
+        runs = _power_runs(op, top, bottom, tol, max_iter, seed, keep_vectors, progress)
+        res = _from_power(*runs, op=op, rtol=rtol, max_iter=max_iter, seed=seed, facts=facts)
     else:
         p = block_size if block_size is not None else min(max(top, bottom), 32)
         options = KrylovOptions(
@@ -222,87 +208,54 @@ def spectrum(
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
         )
-        res = from_krylov(
-            kr,
-            n=n,
-            dtype=op.dtype,
-            psd=op.is_psd is True,
-            seed=seed,
-            tol=tol,
-            num_products=op.num_products - before,
-            seconds=time.perf_counter() - t0,
-            operator=info,
-        )
+        res = from_krylov(kr, facts(), seed=seed)
     return replace(res, method_reason=reason)
 
 
-def _dense(
+def _power_runs(
     op: SymmetricOperator,
     top: int,
     bottom: int,
-    rtol: float,
-    auto_rtol: bool,
-    keep_vectors: bool,
-    start: float,
-    before: int,
-    info: dict[str, object],
-    tol: float,
-    max_bytes: int,
-) -> SpectrumResult:
-    return from_dense(
-        dense_eigh(op, max_bytes=max_bytes),
-        n=op.dim,
-        dtype=op.dtype,
-        psd=op.is_psd is True,
-        top=top,
-        bottom=bottom,
-        rtol=rtol,
-        auto_rtol=auto_rtol,
-        keep_vectors=keep_vectors,
-        tol=tol,
-        num_products=op.num_products - before,
-        seconds=time.perf_counter() - start,
-        operator=info,
-    )
-
-
-def _power(
-    op: SymmetricOperator,
-    top: int,
-    bottom: int,
-    rtol: float,
     tol: float,
     max_iter: int,
     seed: int,
     keep_vectors: bool,
     progress: Callable[[int, int], None] | None,
-    start: float,
-    before: int,
-    info: dict[str, object],
+) -> tuple[PowerResult | None, PowerResult | None]:
+    """Power iteration for the ``top`` largest (seed ``seed``) and the ``bottom`` smallest
+    (seed ``seed + 1``) eigenvalues; ``None`` where none was asked for."""
+    runs: list[PowerResult | None] = []
+    wanted: tuple[tuple[int, Literal["LA", "SA"], int], ...] = (
+        (top, "LA", seed),
+        (bottom, "SA", seed + 1),
+    )
+    for k, which, s in wanted:
+        run = None
+        if k:
+            run = power_iteration(
+                op,
+                k=k,
+                which=which,
+                tol=tol,
+                max_iter=max_iter,
+                seed=s,
+                keep_vectors=keep_vectors,
+                progress=progress,
+            )
+        runs.append(run)
+    return runs[0], runs[1]
+
+
+def _from_power(
+    hi: PowerResult | None,
+    lo: PowerResult | None,
+    *,
+    op: SymmetricOperator,
+    rtol: float,
+    max_iter: int,
+    seed: int,
+    facts: Callable[[], RunFacts],
 ) -> SpectrumResult:
-    hi = lo = None
-    if top:
-        hi = power_iteration(
-            op,
-            k=top,
-            which="LA",
-            tol=tol,
-            max_iter=max_iter,
-            seed=seed,
-            keep_vectors=keep_vectors,
-            progress=progress,
-        )
-    if bottom:
-        lo = power_iteration(
-            op,
-            k=bottom,
-            which="SA",
-            tol=tol,
-            max_iter=max_iter,
-            seed=seed + 1,
-            keep_vectors=keep_vectors,
-            progress=progress,
-        )
     top_pairs = _sorted(hi.pairs, descending=True) if hi else Eigenpairs.empty("top")
     bot_pairs = _sorted(lo.pairs, descending=False) if lo else Eigenpairs.empty("bottom")
     anorm = max(
@@ -323,6 +276,8 @@ def _power(
             "(it converges linearly in the eigenvalue ratio): raise max_iter= or use "
             "method='lanczos'"
         )
+    low = is_low_precision(op.dtype)
+    smallest = abs(float(bot_pairs.eigenvalues[0])) if len(bot_pairs) else anorm
     cond = condition_from_extremes(
         top_pairs,
         bot_pairs,
@@ -330,29 +285,10 @@ def _power(
         anorm=anorm,
         range_start=False,
         psd=op.is_psd,
-        cause=cause
-        or floor_cause(
-            abs(float(bot_pairs.eigenvalues[0])) if len(bot_pairs) else anorm,
-            precision,
-            is_low_precision(op.dtype),
-        ),
-        low_precision=is_low_precision(op.dtype),
+        cause=cause or floor_cause(smallest, precision, low),
+        low_precision=low,
     )
-    return SpectrumResult(
-        method="power",
-        dimension=op.dim,
-        dtype=dtype_name(op.dtype),
-        seed=seed,
-        tol=tol,
-        top=top_pairs,
-        bottom=bot_pairs,
-        condition=cond,
-        num_products=op.num_products - before,
-        seconds=time.perf_counter() - start,
-        precision=precision,
-        operator=info,
-        bottom_on_range=False,
-    )
+    return facts().result("power", seed, top_pairs, bot_pairs, cond, precision)
 
 
 def _sorted(p: Eigenpairs, *, descending: bool) -> Eigenpairs:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # draws the analyses' figures with their scripts
+
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ROOT / "figures"
 

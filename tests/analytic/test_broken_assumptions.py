@@ -115,6 +115,7 @@ def test_residual_limit_law_holds_for_gaussian_branch(s: float) -> None:
     assert float(e[-1]) == pytest.approx(hi, rel=0.03)
 
 
+@pytest.mark.slow  # a wide residual branch, measured densely
 def test_residual_limit_law_misses_for_he_relu_branch() -> None:
     torch.manual_seed(4)
     n = 64
@@ -154,7 +155,7 @@ def test_bn_weight_form_misses_in_eval_mode() -> None:
     )  # no null direction
 
 
-@pytest.mark.parametrize("m", [8, 32, 64])
+@pytest.mark.parametrize("m", [8, *(pytest.param(m, marks=pytest.mark.slow) for m in (32, 64))])
 def test_bn_input_approximation_error_is_sqrt_2_over_m(m: int) -> None:
     torch.manual_seed(6)
     net = nn.Sequential(nn.Linear(6, 6, bias=False), nn.BatchNorm1d(6, eps=1e-14)).double()

@@ -47,7 +47,16 @@ def test_linear_closed_forms_exact() -> None:
     assert linear_m_w(Z, bias=True) == pytest.approx(ref, rel=1e-12)
 
 
-@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 0, 1), (2, 2, 2)])
+# (2, 2, 2), every option away from its default, is the quick run's case.
+@pytest.mark.parametrize(
+    "stride,padding,dilation",
+    [
+        pytest.param(1, 1, 1, marks=pytest.mark.slow),
+        pytest.param(2, 1, 1, marks=pytest.mark.slow),
+        pytest.param(1, 0, 1, marks=pytest.mark.slow),
+        (2, 2, 2),
+    ],
+)
 def test_conv_closed_forms_exact(stride: int, padding: int, dilation: int) -> None:
     g = torch.Generator().manual_seed(1)
     conv = nn.Conv2d(2, 3, 3, stride=stride, padding=padding, dilation=dilation).double()
@@ -105,6 +114,7 @@ def test_batchnorm_closed_forms_exact_for_isotropic_input(eps: float) -> None:
         )
 
 
+@pytest.mark.slow  # two 8-channel conv blocks, Hutch++ on each
 def test_closed_form_tracks_trace_on_conv_bn_relu_pool() -> None:
     torch.manual_seed(4)
     net = nn.Sequential(

@@ -37,6 +37,7 @@ def test_activations_and_gradients_match_autograd(resnet_bn, bn):
     )
 
 
+@pytest.mark.slow  # six Lanczos runs on the ResNet
 def test_bn_train_mode_leaves_model_bit_identical(resnet_bn):
     net, x, y = resnet_bn
     net.train()

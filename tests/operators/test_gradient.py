@@ -27,6 +27,7 @@ def test_gradient_of_the_model_and_of_a_block_input(request, fixture, backend):
     torch.testing.assert_close(got, g_z.reshape(-1) * x.shape[0], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # the ResNet dense loss Hessian (see conftest)
 def test_lanczos_from_the_gradient_finds_the_top_of_the_loss_hessian(resnet_bn):
     net, x, y = resnet_bn
     op = hk.LossHessian(hk.capture(net.eval(), x, y), "model")

@@ -158,6 +158,7 @@ def test_per_channel_shares_and_groups() -> None:
     assert float(share.mean()) == pytest.approx(1.0, rel=1e-6)
 
 
+@pytest.mark.slow  # Hutch++ with 90 products on every block
 def test_closed_form_tracks_trace_multipliers() -> None:
     net = bn_net(3).double()
     split = split_blocks(net)

@@ -144,6 +144,7 @@ def _trained_free_mlp() -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
     return net, x, torch.randint(0, 3, (64,))
 
 
+@pytest.mark.slow  # eight Lanczos runs and a dense loss Hessian
 def test_loss_top_starts_from_the_gradient() -> None:
     # A fixed network where the gradient start measurably helps: 16 products against 18-20
     # from random starts (seeds 0..3), the same top eigenvalue as dense eigh.

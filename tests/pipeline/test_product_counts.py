@@ -19,6 +19,7 @@ PROBE_PRODUCTS = 3
 LOSS_TOP1_PRODUCTS = 17
 
 
+@pytest.mark.slow  # every block of the default network, each separable one densely
 def test_separable_blocks_cost_the_probe_only_and_equal_dense() -> None:
     net = hk.default_model(seed=0).double()
     x = torch.randn(16, 1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

@@ -16,6 +16,7 @@ from solvers import spectra
 from hessiankit.errors import OperatorError
 from hessiankit.operators import MatrixOperator
 from hessiankit.solvers import LanczosIteration, lanczos, spectrum
+from hessiankit.solvers.options import KrylovOptions
 from hessiankit.solvers.lanczos import _Basis
 
 EPS32 = float(torch.finfo(torch.float32).eps)
@@ -155,6 +156,7 @@ def test_float32_storage_floor_covers_the_true_error(psd):
         assert np.all(np.abs(true_res - pairs.residuals) <= r.precision)
 
 
+@pytest.mark.slow  # two full runs on a 300-dimensional float32 operator
 def test_float32_operator_stores_its_basis_in_float32():
     op64 = spectra.with_spectrum(spectra.distinct(), seed=2)
     op32 = MatrixOperator(op64.to_dense().to(torch.float32))
@@ -205,6 +207,7 @@ def test_spectrum_reports_the_basis_budget():
     assert dense["basis_dtype"] is None and dense["max_basis_bytes"] is None
 
 
+@pytest.mark.slow  # an interrupted and a resumed run
 def test_spectrum_resumes_from_a_checkpoint(tmp_path):
     op = spectra.with_spectrum(spectra.distinct(), seed=4)
     path = tmp_path / "k.pt"
@@ -223,7 +226,10 @@ def test_bad_basis_options_are_refused():
     with pytest.raises(OperatorError, match="in float32.*raise max_basis_bytes"):
         lanczos(op, top=3, block_size=2, tol=1e-4, max_basis_bytes=4 * 6 * op.dim)
     it = LanczosIteration(
-        op.dim, op.dtype, op.device, top=3, block_size=2, tol=1e-4, max_basis_bytes=4 * 7 * op.dim
+        op.dim,
+        op.dtype,
+        op.device,
+        KrylovOptions(top=3, block_size=2, tol=1e-4, max_basis_bytes=4 * 7 * op.dim),
     )
     assert it.pending() is not None
     # Asking for the smallest eigenvalues, Lanczos waits for 20 vectors before a claim: a budget

@@ -12,6 +12,7 @@ from solvers import spectra
 
 from hessiankit.errors import OperatorError
 from hessiankit.solvers import LanczosIteration, lanczos
+from hessiankit.solvers.options import KrylovOptions
 
 
 @pytest.mark.parametrize(("p", "columns"), [(1, 24), (3, 40)])
@@ -40,6 +41,7 @@ def test_basis_budget_restarts_and_still_matches_eigh(p, columns):
     )
 
 
+@pytest.mark.slow  # a restarted run to the smallest nonzero eigenvalue
 def test_restart_from_range_start_keeps_smallest_nonzero():
     ev = spectra.with_zeros()
     op = spectra.with_spectrum(ev, seed=3, psd=True)
@@ -68,7 +70,7 @@ def test_budget_too_small_is_refused_with_the_size_needed():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"top": 4, "bottom": 2, "block_size": 2},
+        pytest.param({"top": 4, "bottom": 2, "block_size": 2}, marks=pytest.mark.slow),
         {"top": 3, "bottom": 3, "block_size": 1, "max_basis_bytes": 30 * 8 * 250},
     ],
 )
@@ -107,7 +109,9 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
 
 def test_iterations_driven_by_hand_equal_lanczos():
     op = spectra.with_spectrum(spectra.clustered(), seed=6)
-    it = LanczosIteration(op.dim, op.dtype, op.device, top=2, block_size=2, tol=1e-9, seed=3)
+    it = LanczosIteration(
+        op.dim, op.dtype, op.device, KrylovOptions(top=2, block_size=2, tol=1e-9, seed=3)
+    )
     while (X := it.pending()) is not None:
         it.feed(op.matmat(X))
     ref = lanczos(op, top=2, block_size=2, tol=1e-9, seed=3)

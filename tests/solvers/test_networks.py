@@ -39,7 +39,13 @@ def test_24_dim_weight_block_with_top_5_is_exact(method):
     np.testing.assert_allclose(np.sort(r.eigenvalues), np.sort(ev), rtol=1e-8, atol=1e-14)
 
 
-@pytest.mark.parametrize("make", [networks.linear_tanh_330, networks.conv_relu_1200])
+@pytest.mark.parametrize(
+    "make",
+    [
+        networks.linear_tanh_330,
+        pytest.param(networks.conv_relu_1200, marks=pytest.mark.slow),  # 1200 columns, twice
+    ],
+)
 def test_weight_blocks_through_auto_and_lanczos(make):
     op = make()
     ev = _reference(op)
@@ -57,6 +63,7 @@ def test_weight_blocks_through_auto_and_lanczos(make):
     assert kr.bottom.eigenvalues[0] == pytest.approx(auto.bottom.eigenvalues[0], rel=1e-8)
 
 
+@pytest.mark.slow  # 2,048 dims: dense twice and Lanczos over the whole space
 def test_readme_operator_in_float64_through_auto_and_lanczos():
     # The README's "Library in one screen" operator, 2,048 dims (64 samples x 32 inputs).
     op = networks.readme_2048(torch.float64)
