@@ -40,7 +40,10 @@ def _float32_cases():
     return cases
 
 
-@pytest.mark.parametrize("method", ["dense", "lanczos"])
+@pytest.mark.parametrize(
+    "method",
+    ["dense", pytest.param("lanczos", marks=pytest.mark.slow)],  # Lanczos: many runs
+)
 def test_float32_kappa_marked_converged_lies_within_its_error_of_float64(method):
     claimed = 0
     for kappa, zeros, ev in _float32_cases():

@@ -243,6 +243,7 @@ def test_auto_route_and_costs() -> None:
         separable_spectrum(op, structure=s, top=op.dim + 1)
 
 
+@pytest.mark.slow  # every block of the small VGG
 def test_vgg_small_every_block() -> None:
     net = hk.vgg("small", in_channels=1, num_classes=4, seed=0, dtype=torch.float64)
     cap = hk.capture(net, data(6, (1, 16, 16)), bn="train")

@@ -15,7 +15,7 @@ from hessiankit.solvers.policy import choose_method
 
 def test_auto_dense_threshold_still_overrides_the_cost_rule():
     small = spectra.with_spectrum(spectra.distinct(50), seed=0)
-    big = spectra.with_spectrum(spectra.distinct(300), seed=0)
+    big = spectra.with_spectrum(spectra.distinct(150), seed=0)
     assert spectrum(small, top=2, bottom=1).method == "dense"
     r = spectrum(big, top=2, bottom=1, dense_threshold=100)
     assert r.method == "lanczos" and "dense_threshold" in r.method_reason
