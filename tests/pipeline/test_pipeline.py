@@ -191,7 +191,7 @@ def test_all_blocks_leaves_separable_blocks_to_the_exact_route() -> None:
     net = nn.Sequential(
         nn.Conv2d(4, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
         nn.Conv2d(16, 2, 3), nn.Tanh(), nn.Flatten(),
-        nn.Linear(8, 20), nn.Tanh(), nn.Linear(20, 3),
+        nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 3),
     ).double()  # fmt: skip
     x = torch.randn(6, 4, 6, 6, dtype=torch.float64)
     ops = block_operators(hk.capture(net, x, bn="train"), kind="gauss-newton")
