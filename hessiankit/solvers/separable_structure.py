@@ -71,6 +71,7 @@ __all__ = [
     "PostStep",
     "SeparableStructure",
     "separable_by_rules",
+    "separable_side",
     "find_separable_structure",
     "separability",
 ]
@@ -226,6 +227,16 @@ def separable_by_rules(op: SymmetricOperator) -> bool:
     refuse). For a solver policy that must know, before any product, which blocks
     :func:`separability` would take."""
     return isinstance(_rules(op), _Found)
+
+
+def separable_side(op: SymmetricOperator) -> int | None:
+    """The side of each part's Gram matrix (``min(d, r)``) if the module rules admit a
+    direct-sum structure, else ``None`` (no product)."""
+    got = _rules(op)
+    if not isinstance(got, _Found):
+        return None
+    d = int(got.parts.shape[1])
+    return d if got.out_parts is None else min(d, int(got.out_parts.shape[1]))
 
 
 def _rules(op: SymmetricOperator) -> _Found | str:

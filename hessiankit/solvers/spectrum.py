@@ -3,7 +3,8 @@
 ``method="auto"`` takes the cheapest exact route (:func:`~hessiankit.solvers.policy.choose_method`):
 dense ``eigh`` of the materialised operator when its matrix fits in ``max_dense_bytes`` and
 ``n`` products plus ``eigh`` cost no more than the expected Krylov run, block Lanczos otherwise.
-Before either, a request that includes the smallest eigenvalues (``bottom >= 1``) of a
+Before either, a request that includes the smallest eigenvalues (``bottom >= 1``), or a
+top-only one whose parts are small (``SEPARABLE_TOP_ONLY_SIDE``), of a
 separable local Hessian (a conv/linear block whose output channels, or whose samples, do not
 interact: :mod:`~hessiankit.solvers.separable_structure`) larger than ``SEPARABLE_MIN_DIM`` takes
 the exact structured route (:func:`~hessiankit.solvers.separable.separable_spectrum`): the
@@ -48,7 +49,7 @@ from hessiankit.solvers.policy import choose_method
 from hessiankit.solvers.power import power_iteration
 from hessiankit.solvers.results import Eigenpairs, PowerResult, SpectrumResult
 from hessiankit.solvers.separable import separable_spectrum
-from hessiankit.solvers.separable_structure import separability
+from hessiankit.solvers.separable_structure import separability, separable_side
 
 __all__ = ["Method", "spectrum"]
 
@@ -57,6 +58,16 @@ Method = Literal["auto", "lanczos", "power", "dense", "separable"]
 #: Below this dimension ``"auto"`` does not look for separable structure: dense ``eigh`` of
 #: so small a matrix costs next to nothing and answers the same.
 SEPARABLE_MIN_DIM = 256
+#: A top-only request takes the separable route when each part's Gram side is at most this:
+#: then the whole spectrum costs a few products and small ``eigh`` calls, while Lanczos on a
+#: direct sum of many similar parts meets clustered top eigenvalues (a 2M-weight linear block
+#: with 32 samples: 3 products and 5.7 s against 325 products and 790 s).
+SEPARABLE_TOP_ONLY_SIDE = 64
+
+
+def _small_parts(op: SymmetricOperator) -> bool:
+    side = separable_side(op)
+    return side is not None and side <= SEPARABLE_TOP_ONLY_SIDE
 
 
 def spectrum(
@@ -129,7 +140,8 @@ def spectrum(
     t0 = time.perf_counter()
     before = op.num_products
     reason = f"{method}: asked for"
-    if method == "separable" or (method == "auto" and bottom >= 1 and n > SEPARABLE_MIN_DIM):
+    wanted = method == "auto" and n > SEPARABLE_MIN_DIM
+    if method == "separable" or (wanted and (bottom >= 1 or _small_parts(op))):
         structure, why = separability(op, seed=seed)
         probe = op.num_products - before  # the structure probe's products count too
         if structure is not None:

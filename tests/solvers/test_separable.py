@@ -316,3 +316,25 @@ def test_float32_jacobian_route_is_exact_at_the_float32_point(bn_mode: str) -> N
     assert c.converged and c.rank == nonzero.size
     assert c.kappa == pytest.approx(scale / nonzero[0], rel=1e-8)
     assert c.kappa_error < 1e-6
+
+
+@pytest.mark.parametrize(("n_in", "m", "separable"), [(40, 8, True), (80, 100, False)])
+def test_top_only_takes_the_separable_route_when_its_parts_are_small(
+    n_in: int, m: int, separable: bool
+) -> None:
+    # Parts of side min(d, r) = min(n_in + 1, m): 8 <= 64 goes the exact way for a top-only
+    # request (3 probe products); 81 > 64 does not (Lanczos or dense). Either way the top
+    # eigenvalues are the dense float64 ones.
+    from hessiankit.solvers import spectrum
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(n_in, 30), nn.ReLU(), nn.Linear(30, 3)).double()
+    x = torch.randn(m, n_in, dtype=torch.float64)
+    op = hk.LocalHessian(hk.capture(net, x), 1)
+    r = spectrum(op, top=5, bottom=0, tol=1e-10, seed=0)
+    assert r.method.startswith("separable") is separable
+    if separable:
+        assert r.num_products == 3 and "separable" in r.method_reason
+    ev = torch.linalg.eigvalsh(op.to_dense()).numpy()
+    np.testing.assert_allclose(r.top.eigenvalues, ev[::-1][:5], rtol=1e-8)
+    assert r.top.all_converged
