@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hessiankit.blocks import capture, split_blocks
 from hessiankit.cli import common
 
 NAME = "blocks"
@@ -26,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hessiankit.blocks import capture, split_blocks
+
     common.prepare_json(args)
     device = common.resolve_device(args.device)
     info = common.open_model(args, device)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from hessiankit.io.sniff import DEFAULT_MAX_INPUT_BYTES
+from hessiankit._defaults import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from hessiankit._defaults import DEFAULT_MAX_INPUT_BYTES
 from hessiankit.operators.local import Kind, Wrt
 from hessiankit.solvers.spectrum import Method
 
@@ -27,9 +28,6 @@ __all__ = [
     "OperatorOptions",
     "SolverOptions",
 ]
-
-#: samples per batch when neither a batch size nor a data file says otherwise.
-DEFAULT_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
