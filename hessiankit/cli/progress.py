@@ -128,7 +128,9 @@ class LogLines(Progress):
         self.finished += 1
         r = result.spectrum
         kappa = r.condition.kappa
-        conv = "converged" if r.converged and r.condition.converged else "NOT converged"
+        # kappa's convergence counts only where a smallest eigenvalue was asked for
+        settled = r.condition.converged or len(r.bottom.eigenvalues) == 0
+        conv = "converged" if r.converged and settled else "NOT converged"
         self._line(
             f"[{self.finished}/{self.total_blocks}] block {result.index} ({result.name}) done: "
             f"dimension {r.dimension}, {r.method}, {r.num_products} products, "

@@ -52,3 +52,26 @@ def test_block_progress_bars_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> N
     assert type(block_progress(argparse.Namespace(quiet=True))) is Progress  # silent
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert isinstance(block_progress(argparse.Namespace(quiet=False)), LogLines)
+
+
+@pytest.mark.parametrize("bottom", [0, 1])
+def test_block_done_line_says_converged_for_a_top_only_request(bottom: int) -> None:
+    # A top-only request has no kappa: the line reports the asked eigenvalues' convergence,
+    # checked here against eigh of the same (well-separated, diagonal) matrix.
+    import torch
+
+    from hessiankit.cli.progress import LogLines
+    from hessiankit.operators import MatrixOperator
+    from hessiankit.pipeline import BlockResult
+    from hessiankit.solvers import spectrum
+
+    d = torch.cat([torch.tensor([0.1]), torch.linspace(1.0, 2.0, 398), torch.tensor([10.0])])
+    A = torch.diag(d.to(torch.float64))
+    s = spectrum(MatrixOperator(A, is_psd=True), top=1, bottom=bottom, method="lanczos", tol=1e-8)
+    assert float(s.top.eigenvalues[0]) == pytest.approx(float(torch.linalg.eigvalsh(A)[-1]))
+    stream = io.StringIO()
+    obs = LogLines(stream)
+    obs.begin(1)
+    obs.block_finished(BlockResult(1, "fc", s))
+    line = stream.getvalue()
+    assert "(converged)" in line and "NOT" not in line
