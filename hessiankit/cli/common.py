@@ -313,6 +313,14 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, per_block: bool = False)
     )
     if not per_block:
         p.add_argument(
+            "--block-size",
+            type=positive,
+            metavar="P",
+            help="Lanczos block size: finds an eigenvalue repeated up to P times (default: "
+            "max(--top, --bottom), at most 32; 1 for --kind loss with --bottom 0, the fewest "
+            "products)",
+        )
+        p.add_argument(
             "--max-basis-mib",
             type=positive_float,
             default=None,
@@ -376,8 +384,8 @@ def operator_options(args: argparse.Namespace) -> OperatorOptions:
 
 
 def solver_options(args: argparse.Namespace, **extra: Any) -> SolverOptions:
-    """``--top``, ``--bottom``, ``--method``, ``--tol``, ``--seed``, ``--max-basis-mib``
-    (without it: a quarter of the machine's memory)."""
+    """``--top``, ``--bottom``, ``--method``, ``--tol``, ``--seed``, ``--block-size``,
+    ``--max-basis-mib`` (without it: a quarter of the machine's memory)."""
     budget = max_basis_bytes(args)
     return pipeline.SolverOptions(
         top=args.top,
@@ -386,6 +394,7 @@ def solver_options(args: argparse.Namespace, **extra: Any) -> SolverOptions:
         tol=args.tol,
         seed=args.seed,
         max_basis_bytes="auto" if budget is None else budget,
+        block_size=getattr(args, "block_size", None),
         **extra,
     )
 

@@ -117,7 +117,8 @@ class SolverOptions:
         rank_rtol: relative null threshold (default per operator).
         dense_threshold: override of ``method="auto"``'s cost rule: materialise operators up
             to this dimension, Lanczos above (``None``: the cost rule).
-        block_size: Lanczos block size (default ``max(top, bottom)``, at most 32).
+        block_size: Lanczos block size (default ``max(top, bottom)``, at most 32; 1 for a
+            loss Hessian's top-only request from the gradient start).
         max_products: Lanczos product budget per block (default: the solver's).
         max_dense_bytes: what dense ``eigh`` may materialise (``None``: half the memory
             available, at most 4 GiB, :func:`hessiankit.resources.dense_budget_bytes`).
