@@ -23,45 +23,140 @@ compute), :func:`hessian_operator` (either, by kind), :class:`MatrixOperator`. S
 :class:`BackMatchingPropagation` (Procedure 1), :class:`ScaleAmendedSGD` (Algorithm 2).
 Data and models: :func:`load_dataset`, :func:`load_model` (safe by default), :func:`vgg`.
 Pictures: :mod:`hessiankit.plots`, :mod:`hessiankit.report`.
+
+Imports are lazy (PEP 562): ``import hessiankit`` loads no torch; the first use of a name
+(``hk.spectrum``) imports the module that defines it, so the command line starts fast and a
+script pays only for what it uses.
 """
 
-from hessiankit import analytic
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from hessiankit._version import __version__
-from hessiankit.blocks import Block, BlockCapture, BlockSplit, capture, split_blocks
-from hessiankit.data import load_dataset
-from hessiankit.errors import HessiankitError
-from hessiankit.io import load_model
-from hessiankit.models import default_model, vgg
-from hessiankit.operators import (
-    LocalHessian,
-    LossHessian,
-    MatrixOperator,
-    SymmetricOperator,
-    hessian_operator,
+
+if TYPE_CHECKING:  # what the names are, for type checkers and IDEs; imported on first use
+    from hessiankit import analytic
+    from hessiankit.blocks import Block, BlockCapture, BlockSplit, capture, split_blocks
+    from hessiankit.data import load_dataset
+    from hessiankit.errors import HessiankitError
+    from hessiankit.io import load_model
+    from hessiankit.models import default_model, vgg
+    from hessiankit.operators import (
+        LocalHessian,
+        LossHessian,
+        MatrixOperator,
+        SymmetricOperator,
+        hessian_operator,
+    )
+    from hessiankit.optim import (
+        BackMatchingPropagation,
+        BlockScale,
+        ScaleAmendedSGD,
+        block_param_groups,
+        block_scales,
+    )
+    from hessiankit.solvers import (
+        ConditionNumber,
+        DensityCurve,
+        Eigenpairs,
+        SpectralDensity,
+        SpectrumResult,
+        TraceResult,
+        dense_eigh,
+        hutch_plus_plus,
+        hutchinson,
+        lanczos,
+        power_iteration,
+        slq,
+        spectrum,
+        trace,
+    )
+
+#: Public name -> the module that defines it (a module itself when the names are equal).
+_LAZY: dict[str, str] = {
+    "analytic": "hessiankit.analytic",
+    **dict.fromkeys(
+        ("Block", "BlockCapture", "BlockSplit", "capture", "split_blocks"), "hessiankit.blocks"
+    ),
+    "load_dataset": "hessiankit.data",
+    "HessiankitError": "hessiankit.errors",
+    "load_model": "hessiankit.io",
+    "default_model": "hessiankit.models",
+    "vgg": "hessiankit.models",
+    **dict.fromkeys(
+        ("LocalHessian", "LossHessian", "MatrixOperator", "SymmetricOperator", "hessian_operator"),
+        "hessiankit.operators",
+    ),
+    **dict.fromkeys(
+        (
+            "BackMatchingPropagation",
+            "BlockScale",
+            "ScaleAmendedSGD",
+            "block_param_groups",
+            "block_scales",
+        ),
+        "hessiankit.optim",
+    ),
+    **dict.fromkeys(
+        (
+            "ConditionNumber",
+            "DensityCurve",
+            "Eigenpairs",
+            "SpectralDensity",
+            "SpectrumResult",
+            "TraceResult",
+            "dense_eigh",
+            "hutch_plus_plus",
+            "hutchinson",
+            "lanczos",
+            "power_iteration",
+            "slq",
+            "spectrum",
+            "trace",
+        ),
+        "hessiankit.solvers",
+    ),
+}
+
+#: Subpackages reachable as attributes (``hk.operators.X``), imported on first use too.
+_SUBPACKAGES = frozenset(
+    (
+        "analytic",
+        "blocks",
+        "cli",
+        "data",
+        "errors",
+        "io",
+        "models",
+        "operators",
+        "optim",
+        "pipeline",
+        "plots",
+        "report",
+        "resources",
+        "solvers",
+    )
 )
-from hessiankit.optim import (
-    BackMatchingPropagation,
-    BlockScale,
-    ScaleAmendedSGD,
-    block_param_groups,
-    block_scales,
-)
-from hessiankit.solvers import (
-    ConditionNumber,
-    DensityCurve,
-    Eigenpairs,
-    SpectralDensity,
-    SpectrumResult,
-    TraceResult,
-    dense_eigh,
-    hutch_plus_plus,
-    hutchinson,
-    lanczos,
-    power_iteration,
-    slq,
-    spectrum,
-    trace,
-)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562) and keep the name here."""
+    module = _LAZY.get(name)
+    if module is None and name in _SUBPACKAGES:
+        module = f"hessiankit.{name}"
+    if module is None:
+        raise AttributeError(f"module 'hessiankit' has no attribute {name!r}")
+    loaded = importlib.import_module(module)
+    value = loaded if module == f"hessiankit.{name}" else getattr(loaded, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBPACKAGES)
+
 
 __all__ = [
     "BackMatchingPropagation",

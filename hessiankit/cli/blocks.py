@@ -9,10 +9,12 @@ counts once in each block that uses it and once in the model's total.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hessiankit.blocks import BlockSplit, capture, split_blocks
 from hessiankit.cli import common
+
+if TYPE_CHECKING:
+    from hessiankit.blocks import BlockSplit
 
 NAME = "blocks"
 HELP = "list a model's blocks: modules, parameters, input/output shapes, BN, skip"
@@ -27,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hessiankit.blocks import capture, split_blocks
+
     common.prepare_json(args)
     device = common.resolve_device(args.device)
     info = common.open_model(args, device)

@@ -14,31 +14,31 @@ import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+# Only light modules here: every command's parser is built from this one, and `hessiankit
+# --help` must not wait for torch. The pipeline package imports its parts on first use.
 from hessiankit import pipeline
+from hessiankit._defaults import DATASETS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_INPUT_BYTES
 from hessiankit._version import __version__
 from hessiankit.cli import torchrun
-from hessiankit.cli.wording import to_flags
-from hessiankit.data import DATASETS
 from hessiankit.errors import HessiankitError
-from hessiankit.io import check_output, write_json_atomic
-from hessiankit.io.sniff import DEFAULT_MAX_INPUT_BYTES
-from hessiankit.pipeline import (
-    Batches,
-    DataOptions,
-    ModelInfo,
-    ModelSource,
-    OperatorOptions,
-    Prepared,
-    SolverOptions,
-    check_torchscript_bn,
-    resolve_device,
-    resolve_dtype,
-)
-from hessiankit.pipeline.options import DEFAULT_BATCH_SIZE
+
+if TYPE_CHECKING:
+    import torch
+
+    from hessiankit.pipeline import (
+        Batches,
+        DataOptions,
+        ModelInfo,
+        ModelSource,
+        OperatorOptions,
+        Prepared,
+        SolverOptions,
+        check_torchscript_bn,
+        resolve_device,
+        resolve_dtype,
+    )
 
 __all__ = [
     "Batches",
@@ -65,6 +65,18 @@ __all__ = [
     "solver_options",
     "versions",
 ]
+
+
+#: Names re-exported from :mod:`hessiankit.pipeline`, imported on first use (PEP 562).
+_FROM_PIPELINE = frozenset(
+    ("Batches", "ModelInfo", "Prepared", "check_torchscript_bn", "resolve_device", "resolve_dtype")
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_PIPELINE:
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -301,6 +313,14 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, per_block: bool = False)
     )
     if not per_block:
         p.add_argument(
+            "--block-size",
+            type=positive,
+            metavar="P",
+            help="Lanczos block size: finds an eigenvalue repeated up to P times (default: "
+            "max(--top, --bottom), at most 32; 1 for --kind loss with --bottom 0, the fewest "
+            "products)",
+        )
+        p.add_argument(
             "--max-basis-mib",
             type=positive_float,
             default=None,
@@ -327,7 +347,7 @@ def max_basis_bytes(args: argparse.Namespace) -> int | None:
 
 def model_source(args: argparse.Namespace) -> ModelSource:
     """``MODEL``, ``--arch``, ``--trust-pickle`` as pipeline options."""
-    return ModelSource(
+    return pipeline.ModelSource(
         path=args.model,
         arch=args.arch,
         trust_pickle=args.trust_pickle,
@@ -338,7 +358,7 @@ def model_source(args: argparse.Namespace) -> ModelSource:
 def data_options(args: argparse.Namespace) -> DataOptions:
     """``--data``/``--dataset``, ``--split``, ``--input-shape``, ``--batch-size``,
     ``--num-batches``, ``--seed``, ``--loss`` as pipeline options."""
-    return DataOptions(
+    return pipeline.DataOptions(
         data=args.data,
         dataset=args.dataset,
         split=args.split,
@@ -353,7 +373,7 @@ def data_options(args: argparse.Namespace) -> DataOptions:
 
 def operator_options(args: argparse.Namespace) -> OperatorOptions:
     """``--wrt``, ``--kind``, ``--eta``, ``--bn``, ``--dtype``, ``--device``."""
-    return OperatorOptions(
+    return pipeline.OperatorOptions(
         wrt=getattr(args, "wrt", "weights"),
         kind=getattr(args, "kind", "gauss-newton"),
         eta=getattr(args, "eta", 1.0),
@@ -364,16 +384,17 @@ def operator_options(args: argparse.Namespace) -> OperatorOptions:
 
 
 def solver_options(args: argparse.Namespace, **extra: Any) -> SolverOptions:
-    """``--top``, ``--bottom``, ``--method``, ``--tol``, ``--seed``, ``--max-basis-mib``
-    (without it: a quarter of the machine's memory)."""
+    """``--top``, ``--bottom``, ``--method``, ``--tol``, ``--seed``, ``--block-size``,
+    ``--max-basis-mib`` (without it: a quarter of the machine's memory)."""
     budget = max_basis_bytes(args)
-    return SolverOptions(
+    return pipeline.SolverOptions(
         top=args.top,
         bottom=args.bottom,
         method=args.method,
         tol=args.tol,
         seed=args.seed,
         max_basis_bytes="auto" if budget is None else budget,
+        block_size=getattr(args, "block_size", None),
         **extra,
     )
 
@@ -393,12 +414,16 @@ def load_batches(args: argparse.Namespace, info: ModelInfo, device: torch.device
 
 def versions() -> dict[str, str]:
     """Versions recorded in every JSON result."""
+    import torch
+
     return {"hessiankit_version": __version__, "torch_version": torch.__version__}
 
 
 def prepare_json(args: argparse.Namespace) -> None:
     """Fail before any work when ``--json`` cannot be written."""
     if getattr(args, "json", None):
+        from hessiankit.io import check_output
+
         inputs = (getattr(args, "model", None), getattr(args, "data", None))
         check_output(args.json, inputs=inputs, what="--json")
 
@@ -406,12 +431,16 @@ def prepare_json(args: argparse.Namespace) -> None:
 def emit_json(args: argparse.Namespace, obj: object) -> None:
     """Write ``obj`` to ``--json`` atomically (nothing when not asked, nor on ranks but 0)."""
     if getattr(args, "json", None) and torchrun.is_primary():
+        from hessiankit.io import write_json_atomic
+
         write_json_atomic(args.json, obj)
 
 
 def note(args: argparse.Namespace, message: str) -> None:
     """A one-line note on stderr (silent with ``--quiet`` and on ranks but 0), the library's
     parameter names in it worded as flags."""
+    from hessiankit.cli.wording import to_flags
+
     if not getattr(args, "quiet", False) and torchrun.is_primary():
         print(f"note: {to_flags(message)}", file=sys.stderr)
 

@@ -16,8 +16,6 @@ from pathlib import Path
 
 from hessiankit.cli import common, torchrun
 from hessiankit.errors import OperatorError
-from hessiankit.io import check_output as io_check_output
-from hessiankit.solvers.slq import slq
 
 NAME = "density"
 HELP = "spectral density of a block's local Hessian (stochastic Lanczos quadrature)"
@@ -75,11 +73,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check_output(path: str, option: str, args: argparse.Namespace | None = None) -> Path:
     """Fail before any work when ``path`` (written by ``option``) cannot be written or would
     overwrite an input of ``args`` (the model or the data file)."""
+    from hessiankit.io import check_output as io_check_output
+
     inputs = () if args is None else (args.model, args.data)
     return io_check_output(path, inputs=inputs, what=option)
 
 
 def run(args: argparse.Namespace) -> int:
+    from hessiankit.solvers.slq import slq
+
     common.prepare_json(args)
     if args.plot:
         stem = args.plot[:-4] if args.plot.lower().endswith((".png", ".svg", ".pdf")) else args.plot

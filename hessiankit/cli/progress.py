@@ -15,10 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from hessiankit.cli import torchrun
-from hessiankit.pipeline import BlockResult, Progress
+from hessiankit.pipeline.progress import Progress
+
+if TYPE_CHECKING:
+    from hessiankit.pipeline import BlockResult
 
 __all__ = ["LogLines", "TerminalBars", "block_progress", "log_line", "plain_lines"]
 

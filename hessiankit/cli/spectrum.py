@@ -18,12 +18,15 @@ rank when the whole spectrum is known, and the condition number on the range.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hessiankit.cli import common
 from hessiankit.cli.progress import block_progress
+from hessiankit import pipeline
 from hessiankit.errors import OperatorError
-from hessiankit.pipeline import BlockResult, run_blocks
+
+if TYPE_CHECKING:
+    from hessiankit.pipeline import BlockResult
 
 NAME = "spectrum"
 HELP = "eigenvalues, residuals and condition number of a block's local Hessian"
@@ -59,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     prep = common.build_operators(args)
     info, data, loss = prep.info, prep.data, prep.loss
     blocks: Literal["all"] | list[str] = "all" if args.block == "all" else [args.block]
-    results = run_blocks(prep, blocks, common.solver_options(args), progress=block_progress(args))
+    results = pipeline.run_blocks(
+        prep, blocks, common.solver_options(args), progress=block_progress(args)
+    )
     records = [_record(args, info, data, r, loss) for r in results]
     if len(records) == 1 and args.block != "all":
         _print_one(args, info, data, records[0])

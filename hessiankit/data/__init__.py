@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from hessiankit._defaults import DATASETS
 from hessiankit.data.files import load_data_file, save_data_file
 from hessiankit.data.shape import fit_to_shape
 from hessiankit.data.sources import NORMALISATION, load_source
@@ -38,8 +39,6 @@ __all__ = [
     "save_data_file",
 ]
 
-#: Names :func:`load_dataset` knows.
-DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "digits", "synthetic")
 
 _NATURAL_SHAPES: dict[str, tuple[int, ...]] = {
     "fashion-mnist": (1, 28, 28),

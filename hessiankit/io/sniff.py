@@ -11,6 +11,7 @@ import re
 import zipfile
 from pathlib import Path
 
+from hessiankit._defaults import DEFAULT_MAX_INPUT_BYTES
 from hessiankit.errors import HessiankitError
 
 __all__ = [
@@ -23,11 +24,6 @@ __all__ = [
     "readable_file",
     "torchscript_hazards",
 ]
-
-#: Default cap on the bytes an input file may declare (tensor storages in a ``torch.save``
-#: archive, arrays in an ``.npz``): 2 GiB, above any model or data batch this tool is for and
-#: below what a decompression or allocation bomb asks for. Raise it with ``max_input_bytes``.
-DEFAULT_MAX_INPUT_BYTES = 2 * 2**30
 
 _CODE_LIMIT = 2**20  # bytes read from each TorchScript code file
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse.linalg as spla
 import torch
 
 from hessiankit.errors import NumericalError, OperatorError
+
+if TYPE_CHECKING:
+    import scipy.sparse.linalg as spla
 
 __all__ = ["MatrixOperator", "SymmetricOperator", "WrappedOperator", "dense_memory_bytes"]
 
@@ -155,6 +157,7 @@ class SymmetricOperator(ABC):
         Each SciPy product moves one vector between host and device; for long runs on a GPU
         prefer hessiankit's own solvers, which keep vectors on the device.
         """
+        import scipy.sparse.linalg as spla  # here: SciPy costs every other import ~0.4 s
 
         def mm(x: np.ndarray) -> np.ndarray:
             X = torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(self.dim, -1)

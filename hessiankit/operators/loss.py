@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from hessiankit.blocks.capture import BlockCapture, run_block
+from hessiankit.operators._eval_bn import eval_bn_as_affine
 from hessiankit.blocks.split import Block
 from hessiankit.errors import DataError, OperatorError
 from hessiankit.operators._engines import Backend, HessianEngine, check_backend
@@ -101,6 +102,8 @@ class LossHessian(BlockRecord, SymmetricOperator):
 
             scale = float(self.batch_size)
         self._primal_names = names
+        if bn == "eval":  # running statistics: BN is affine, and so is its cheap double backward
+            phi = eval_bn_as_affine(phi)
         super().__init__(sum(p.numel() for p in primals), state.dtype, primals[0].device)
         what = f"the loss w.r.t. block {blk.index} ({blk.name})'s {self.wrt}"
         self._engine = HessianEngine(phi, primals, scale=scale, backend=self.backend, what=what)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from hessiankit.io.sniff import DEFAULT_MAX_INPUT_BYTES
+from hessiankit._defaults import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from hessiankit._defaults import DEFAULT_MAX_INPUT_BYTES
 from hessiankit.operators.local import Kind, Wrt
 from hessiankit.solvers.spectrum import Method
 
@@ -27,9 +28,6 @@ __all__ = [
     "OperatorOptions",
     "SolverOptions",
 ]
-
-#: samples per batch when neither a batch size nor a data file says otherwise.
-DEFAULT_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,8 @@ class SolverOptions:
         rank_rtol: relative null threshold (default per operator).
         dense_threshold: override of ``method="auto"``'s cost rule: materialise operators up
             to this dimension, Lanczos above (``None``: the cost rule).
-        block_size: Lanczos block size (default ``max(top, bottom)``, at most 32).
+        block_size: Lanczos block size (default ``max(top, bottom)``, at most 32; 1 for a
+            loss Hessian's top-only request from the gradient start).
         max_products: Lanczos product budget per block (default: the solver's).
         max_dense_bytes: what dense ``eigh`` may materialise (``None``: half the memory
             available, at most 4 GiB, :func:`hessiankit.resources.dense_budget_bytes`).

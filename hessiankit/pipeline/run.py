@@ -7,7 +7,8 @@ observe it.
 
 Fast paths, on by default:
 
-* ``kind="loss"``: the top by Lanczos starts from the loss gradient (:func:`solve_block`).
+* ``kind="loss"``: the top by Lanczos starts from the loss gradient (:func:`solve_block`);
+  a top-only request runs single-vector Lanczos unless ``SolverOptions.block_size`` is given.
 * several blocks that all go to Lanczos: one product of the summed back-matching losses
   serves every block (:meth:`Prepared.make_all` and
   :func:`~hessiankit.solvers.blockwise.blockwise_spectra`), when
@@ -29,7 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -191,6 +192,13 @@ def run_blocks(
     return [results[id(b)] for b in chosen]
 
 
+#: Said when a loss Hessian's top-k runs single-vector Lanczos by default (:func:`solve_one`).
+SINGLE_VECTOR_NOTE = (
+    "single-vector Lanczos (block_size=1, the fewest products): an eigenvalue repeated r "
+    "times is found once per copy only with block_size >= r"
+)
+
+
 def _label(block: Block) -> str:
     return f"block {block.index} ({block.name})"
 
@@ -216,6 +224,11 @@ def solve_one(
     start: torch.Tensor | None = None
     if kind == "loss" and opts.gradient_start and top >= 1 and isinstance(op, LossHessian):
         start = op.gradient()  # free from the kept graph; only a Lanczos run reads it
+        if bottom == 0 and opts.block_size is None and top > 1:
+            # A loss Hessian's top eigenvalues are simple in practice: single-vector Lanczos
+            # from the gradient spends the fewest products (top-10 of a 95k-weight CNN: 57
+            # against 140 with blocks of 10). A block size finds repeated ones.
+            opts = replace(opts, block_size=1)
     obs.block_started(_label(block), op.dim, op.dim if dense else None)
     res = solve_block(
         Reporting(op, obs.products, op.dim if dense else None), opts, start=start, limits=lim
@@ -224,6 +237,8 @@ def solve_one(
         notes.append(
             "Lanczos started from the loss gradient (it lies mostly in the top eigenspace)"
         )
+        if res.block_size == 1 and top > 1:
+            notes.append(SINGLE_VECTOR_NOTE)
     notes.extend(_budget_notes(res, lim, op.dtype))
     return BlockResult(block.index, block.name, res, tuple(notes))
 

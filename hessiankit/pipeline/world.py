@@ -14,11 +14,12 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from hessiankit.errors import OperatorError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["SINGLE", "World", "current", "detect", "device_for", "is_primary", "session"]
 
@@ -88,6 +89,8 @@ def device_for(name: str, world: World) -> torch.device:
         OperatorError: no CUDA, or fewer CUDA devices than processes on this node (the same
             answer on every rank).
     """
+    import torch  # here: detect() and the parser of the command line need no torch
+
     if name == "cuda" and not torch.cuda.is_available():
         raise OperatorError("device='cuda' but no CUDA device is available; use device='cpu'")
     if name == "auto":
@@ -115,6 +118,9 @@ def session(device_name: str = "auto") -> Iterator[World]:
     if world is None:
         yield SINGLE
         return
+    import torch
+    import torch.distributed as dist
+
     device = device_for(device_name, world)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":

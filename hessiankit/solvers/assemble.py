@@ -193,6 +193,7 @@ def from_krylov(
         basis_bytes=kr.basis_bytes,
         max_basis_bytes=kr.max_basis_bytes,
         restarts=kr.restarts,
+        block_size=kr.block_size,
         method_reason=method_reason,
     )
 

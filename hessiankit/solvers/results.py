@@ -164,6 +164,7 @@ class SpectrumResult:
         basis_bytes: peak bytes of the Lanczos basis (0 for other methods).
         max_basis_bytes: the Lanczos basis budget, ``None`` when unlimited.
         restarts: thick restarts the Lanczos basis budget forced.
+        block_size: the Lanczos block size p, ``None`` for other methods.
         method_reason: why this method ran (``method="auto"``'s choice, see
             :func:`~hessiankit.solvers.policy.choose_method`), or that it was asked for.
     """
@@ -189,6 +190,7 @@ class SpectrumResult:
     max_basis_bytes: int | None = None
     restarts: int = 0
     method_reason: str = ""
+    block_size: int | None = None
 
     @property
     def converged(self) -> bool:
@@ -229,6 +231,7 @@ class SpectrumResult:
             "condition_note": c.note,
             "precision": self.precision,
             "num_products": self.num_products,
+            "block_size": self.block_size,
             "breakdowns": self.breakdowns,
             "exhausted": self.exhausted,
             "basis_dtype": self.basis_dtype,

@@ -78,3 +78,26 @@ def test_finished_line_of_a_top_only_run_says_what_converged() -> None:
         lines.append(stream.getvalue())
     assert "largest eigenvalues converged" in lines[0] and "kappa" not in lines[0], lines[0]
     assert "kappa 3.000e+01 (converged)" in lines[1], lines[1]
+
+
+@pytest.mark.parametrize("bottom", [0, 1])
+def test_block_done_line_says_converged_for_a_top_only_request(bottom: int) -> None:
+    # A top-only request has no kappa: the line reports the asked eigenvalues' convergence,
+    # checked here against eigh of the same (well-separated, diagonal) matrix.
+    import torch
+
+    from hessiankit.cli.progress import LogLines
+    from hessiankit.operators import MatrixOperator
+    from hessiankit.pipeline import BlockResult
+    from hessiankit.solvers import spectrum
+
+    d = torch.cat([torch.tensor([0.1]), torch.linspace(1.0, 2.0, 398), torch.tensor([10.0])])
+    A = torch.diag(d.to(torch.float64))
+    s = spectrum(MatrixOperator(A, is_psd=True), top=1, bottom=bottom, method="lanczos", tol=1e-8)
+    assert float(s.top.eigenvalues[0]) == pytest.approx(float(torch.linalg.eigvalsh(A)[-1]))
+    stream = io.StringIO()
+    obs = LogLines(stream)
+    obs.begin(1)
+    obs.block_finished(BlockResult(1, "fc", s))
+    line = stream.getvalue()
+    assert "converged" in line and "NOT" not in line

@@ -3,6 +3,8 @@ each with the answer checked against a dense float64 eigendecomposition. Counts,
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,9 @@ PROBE_PRODUCTS = 3
 # Loss Hessian top-1 from the gradient start at tol 1e-8: 16 Lanczos products on this network
 # (18-20 from random starts) plus the one product method="auto" times to price its routes.
 LOSS_TOP1_PRODUCTS = 17
+# Loss Hessian top-10 at tol 1e-8: single-vector Lanczos from the gradient, 71 products plus the
+# pricing one (a block of 10, the default before, spent 171).
+LOSS_TOP10_PRODUCTS = 72
 
 
 @pytest.mark.slow  # every block of the default network, each separable one densely
@@ -48,3 +53,20 @@ def test_loss_top1_from_the_gradient_stays_within_its_product_budget() -> None:
     assert s.method == "lanczos" and s.top.all_converged
     assert float(s.top.eigenvalues[0]) == pytest.approx(lam, rel=1e-8)
     assert s.num_products <= LOSS_TOP1_PRODUCTS
+
+
+def test_loss_top10_runs_single_vector_lanczos_within_its_product_budget() -> None:
+    net, x, y = _trained_free_mlp()
+    cap = hk.capture(net, x, y)
+    ev = torch.linalg.eigvalsh(hk.LossHessian(cap, "model").to_dense()).flip(0).numpy()
+    opts = SolverOptions(top=10, bottom=0, method="auto", tol=1e-8, seed=0)
+    [r] = run_blocks(block_operators(cap, kind="loss"), "model", opts)
+    s = r.spectrum
+    assert s.method == "lanczos" and s.block_size == 1 and s.top.all_converged
+    np.testing.assert_allclose(s.top.eigenvalues, ev[:10], rtol=1e-8)
+    assert s.num_products <= LOSS_TOP10_PRODUCTS
+    # block_size= still asks for blocks (to find repeated eigenvalues): same answer, more products
+    [b] = run_blocks(block_operators(cap, kind="loss"), "model", replace(opts, block_size=10))
+    assert b.spectrum.block_size == 10
+    np.testing.assert_allclose(b.spectrum.top.eigenvalues, ev[:10], rtol=1e-8)
+    assert b.spectrum.num_products > s.num_products

@@ -191,3 +191,16 @@ def test_smallest_node_carries_at_least_the_null_mass() -> None:
     assert all(t[0] <= 0.5e-2 for t in d.nodes)  # m = 30 separates the null node
     assert d.zero_mass >= np.mean(null) - 1e-10
     assert d.zero_mass >= 60 / 200 - 4 * _probe_se(P0, 6)
+
+
+def test_reorthogonalisation_keeps_each_converged_node_single() -> None:
+    # Long past the outliers' convergence, lost orthogonality makes ghost copies of them (the
+    # plain recurrence shows a dozen); reorthogonalisation, whose second pass runs only where
+    # the first removed much of the vector (DGKS), must keep exactly one, at the eigenvalue.
+    ev = np.concatenate([np.linspace(0.0, 1.0, 397), [5.0, 8.0, 10.0]])
+    op = spectra.with_spectrum(ev, seed=3)
+    full = slq(op, num_probes=2, num_steps=150, seed=0, reorthogonalize="full")
+    none = slq(op, num_probes=2, num_steps=150, seed=0, reorthogonalize="none")
+    for outlier in (5.0, 8.0, 10.0):
+        assert all(int((np.abs(t - outlier) < 1e-6).sum()) == 1 for t in full.nodes)
+        assert all(int((np.abs(t - outlier) < 1e-6).sum()) > 1 for t in none.nodes)
