@@ -16,11 +16,14 @@ w.r.t. the block's weights and w.r.t. its input: the local Hessian. ::
 
 Blocks: :func:`split_blocks`, :func:`capture`. Operators: :class:`LocalHessian` (kinds
 ``"gauss-newton"``, ``"exact"``), :class:`LossHessian` (the training-loss Hessian other tools
-compute), :func:`hessian_operator` (either, by kind), :class:`MatrixOperator`. Solvers:
+compute), :class:`GGNOperator` (its generalized Gauss-Newton part), :func:`hessian_operator`
+(either, by kind), :class:`MatrixOperator`. Solvers:
 :func:`spectrum` (auto: dense or Lanczos), :func:`lanczos`, :func:`power_iteration`,
 :func:`dense_eigh`, :func:`slq`, :func:`trace` (Hutchinson, Hutch++). Closed forms:
 :mod:`hessiankit.analytic`; measured scalar approximations :func:`block_scales`. Training:
-:class:`BackMatchingPropagation` (Procedure 1), :class:`ScaleAmendedSGD` (Algorithm 2).
+:class:`BackMatchingPropagation` (Procedure 1), :class:`ScaleAmendedSGD` (Algorithm 2),
+:func:`block_pace` (each block's progress per step). Beyond the paper:
+:func:`run_diagnostics` (:mod:`hessiankit.diagnostics`: GGN vs Hessian, outliers, stability).
 Data and models: :func:`load_dataset`, :func:`load_model` (safe by default), :func:`vgg`.
 Pictures: :mod:`hessiankit.plots`, :mod:`hessiankit.report`.
 
@@ -42,8 +45,10 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs; imported on
     from hessiankit.data import load_dataset
     from hessiankit.errors import HessiankitError
     from hessiankit.io import load_model
+    from hessiankit.diagnostics import run_diagnostics
     from hessiankit.models import default_model, vgg
     from hessiankit.operators import (
+        GGNOperator,
         LocalHessian,
         LossHessian,
         MatrixOperator,
@@ -54,8 +59,10 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs; imported on
         BackMatchingPropagation,
         BlockScale,
         ScaleAmendedSGD,
+        block_pace,
         block_param_groups,
         block_scales,
+        pace_capture,
     )
     from hessiankit.solvers import (
         ConditionNumber,
@@ -81,12 +88,20 @@ _LAZY: dict[str, str] = {
         ("Block", "BlockCapture", "BlockSplit", "capture", "split_blocks"), "hessiankit.blocks"
     ),
     "load_dataset": "hessiankit.data",
+    "run_diagnostics": "hessiankit.diagnostics",
     "HessiankitError": "hessiankit.errors",
     "load_model": "hessiankit.io",
     "default_model": "hessiankit.models",
     "vgg": "hessiankit.models",
     **dict.fromkeys(
-        ("LocalHessian", "LossHessian", "MatrixOperator", "SymmetricOperator", "hessian_operator"),
+        (
+            "GGNOperator",
+            "LocalHessian",
+            "LossHessian",
+            "MatrixOperator",
+            "SymmetricOperator",
+            "hessian_operator",
+        ),
         "hessiankit.operators",
     ),
     **dict.fromkeys(
@@ -94,8 +109,10 @@ _LAZY: dict[str, str] = {
             "BackMatchingPropagation",
             "BlockScale",
             "ScaleAmendedSGD",
+            "block_pace",
             "block_param_groups",
             "block_scales",
+            "pace_capture",
         ),
         "hessiankit.optim",
     ),
@@ -127,6 +144,7 @@ _SUBPACKAGES = frozenset(
         "blocks",
         "cli",
         "data",
+        "diagnostics",
         "errors",
         "io",
         "models",
@@ -167,6 +185,7 @@ __all__ = [
     "ConditionNumber",
     "DensityCurve",
     "Eigenpairs",
+    "GGNOperator",
     "HessiankitError",
     "LocalHessian",
     "LossHessian",
@@ -178,6 +197,7 @@ __all__ = [
     "TraceResult",
     "__version__",
     "analytic",
+    "block_pace",
     "block_param_groups",
     "block_scales",
     "capture",
@@ -189,7 +209,9 @@ __all__ = [
     "lanczos",
     "load_dataset",
     "load_model",
+    "pace_capture",
     "power_iteration",
+    "run_diagnostics",
     "slq",
     "spectrum",
     "split_blocks",
