@@ -311,6 +311,14 @@ def add_solver_arguments(p: argparse.ArgumentParser, *, per_block: bool = False)
         default=1e-6,
         help="relative tolerance of iterative methods (default 1e-6)",
     )
+    p.add_argument(
+        "--max-products",
+        type=positive,
+        default=None,
+        metavar="N",
+        help="product budget of each block's Lanczos or power run: past it the run stops and "
+        "reports what converged (default: the solver's own, which exhausts small operators)",
+    )
     if not per_block:
         p.add_argument(
             "--block-size",
@@ -385,7 +393,7 @@ def operator_options(args: argparse.Namespace) -> OperatorOptions:
 
 def solver_options(args: argparse.Namespace, **extra: Any) -> SolverOptions:
     """``--top``, ``--bottom``, ``--method``, ``--tol``, ``--seed``, ``--block-size``,
-    ``--max-basis-mib`` (without it: a quarter of the machine's memory)."""
+    ``--max-products``, ``--max-basis-mib`` (without it: a quarter of the machine's memory)."""
     budget = max_basis_bytes(args)
     return pipeline.SolverOptions(
         top=args.top,
@@ -395,6 +403,7 @@ def solver_options(args: argparse.Namespace, **extra: Any) -> SolverOptions:
         seed=args.seed,
         max_basis_bytes="auto" if budget is None else budget,
         block_size=getattr(args, "block_size", None),
+        max_products=getattr(args, "max_products", None),
         **extra,
     )
 

@@ -139,7 +139,11 @@ def run(args: argparse.Namespace) -> int:
             progress=stage,
             product_progress=inner,
             make_operator=prep.make,
-            options={} if args.rank_rtol is None else {"rank_rtol": args.rank_rtol},
+            options={
+                k: v
+                for k, v in (("rank_rtol", args.rank_rtol), ("max_products", args.max_products))
+                if v is not None
+            },
         )
     settings = run_settings(
         prep.captures[0],

@@ -180,7 +180,8 @@ def analyse_blocks(
         seed: seed of every random draw (the same for each block).
         progress: called with a short message before each stage (3 per block).
         product_progress: called as ``(products_used, budget)`` inside each stage.
-        options: ``rank_rtol`` and ``dense_threshold`` for :func:`hessiankit.spectrum`.
+        options: ``rank_rtol``, ``dense_threshold`` and ``max_products`` for
+            :func:`hessiankit.spectrum`.
         make_operator: builds a block's operator instead of ``hessian_operator(capture, block,
             wrt=wrt, kind=kind, eta=eta)`` (e.g. an average over several batches).
 
@@ -191,10 +192,11 @@ def analyse_blocks(
     ops = block_operators(capture, wrt=wrt, kind=kind, eta=eta)
     chosen = select_blocks(capture.split, blocks)
     extra: dict[str, Any] = dict(options or {})
-    unknown = set(extra) - {"rank_rtol", "dense_threshold"}
+    unknown = set(extra) - {"rank_rtol", "dense_threshold", "max_products"}
     if unknown:
         raise OperatorError(
-            f"unknown spectrum option(s) {sorted(unknown)}; use rank_rtol or dense_threshold"
+            f"unknown spectrum option(s) {sorted(unknown)}; use rank_rtol, dense_threshold or "
+            "max_products"
         )
     solver = SolverOptions(
         top=top, bottom=bottom, method=method, tol=tol, seed=seed, clip=True, **extra

@@ -115,3 +115,26 @@ def test_top10_runs_single_vector_lanczos_by_default_and_beats_a_block(
     assert block["block_size"] == 10
     assert _rel_error(block, ev) <= 1e-6
     assert single["num_products"] < block["num_products"]
+
+
+def test_max_products_caps_the_run_and_says_what_did_not_converge(
+    case: tuple[Path, Path, torch.Tensor], tmp_path: Path
+) -> None:
+    # --max-products 20 stops the top-10 run (62 products unbounded) early: at most 20 products
+    # plus the one auto's pricing spends, not every eigenvalue converged; the converged ones are
+    # the dense ones, and every reported value has an eigenvalue within its stated error bound
+    # (the residual bound: an unconverged Ritz value need not be the i-th eigenvalue).
+    model, data, ev = case
+    out = tmp_path / "cap.json"
+    argv = ["spectrum", str(model), "--data", str(data), "--block", "model", "--kind", "loss"]
+    argv += ["--bottom", "0", "--bn", "eval", "--quiet", "--json", str(out)]
+    assert main([*argv, "--top", "10", "--max-products", "20"]) == 0
+    record = json.loads(out.read_text())
+    assert record["num_products"] <= 21
+    assert not all(record["converged"])
+    got = torch.tensor(record["eigenvalues"], dtype=torch.float64)
+    bounds = torch.tensor(record["error_bounds"], dtype=torch.float64)
+    nearest = (got[:, None] - ev[None, :]).abs().min(dim=1).values
+    assert bool((nearest <= bounds * (1 + 1e-6) + 1e-12).all())
+    conv = torch.tensor(record["converged"])
+    assert bool(conv[0]) and bool(((got - ev[:10]).abs()[conv] <= 1e-6 * ev[0]).all())
