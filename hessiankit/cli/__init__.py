@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import importlib
 import io
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from types import ModuleType
@@ -95,12 +96,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     try:
         with torchrun.session(args):
-            return int(args._run(args))
+            status = int(args._run(args))
+            sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+            return status
     except HessiankitError as exc:
         return _fail(f"hessiankit {args.command}", exc, primary=primary)
     except KeyboardInterrupt:
         print("hessiankit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """``hessiankit blocks | head``: the reader closed the pipe. Stop quietly with SIGPIPE's
+    status, and point stdout at /dev/null so the exit-time flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # stdout is not a file descriptor (captured in-process): nothing to flush later
+    return 141
 
 
 def _fail(prefix: str, exc: HessiankitError, *, primary: bool) -> int:
