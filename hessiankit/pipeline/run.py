@@ -172,7 +172,8 @@ def run_blocks(
     obs.begin(len(chosen))
     try:
         lim: Budgets | None = None
-        together = _together(ops, chosen, opts)
+        made: dict[int, SymmetricOperator] = {}  # operators _together built: solved, not rebuilt
+        together = _together(ops, chosen, opts, made)
         if together is not None:
             op, members = together
             lim = budgets(opts, op.device)
@@ -182,7 +183,7 @@ def run_blocks(
         for block in chosen:
             if id(block) in results:
                 continue
-            op = ops.make(block)
+            op = made.pop(id(block)) if id(block) in made else ops.make(block)
             lim = lim or budgets(opts, op.device)
             r = solve_one(block, op, opts, kind=ops.kind, progress=obs, limits=lim)
             results[id(block)] = r
@@ -262,7 +263,10 @@ def _budget_notes(res: SpectrumResult, lim: Budgets, dtype: torch.dtype) -> list
 
 
 def _together(
-    ops: BlockOperators, chosen: list[Block], opts: SolverOptions
+    ops: BlockOperators,
+    chosen: list[Block],
+    opts: SolverOptions,
+    made: dict[int, SymmetricOperator],
 ) -> tuple[SymmetricOperator, list[Block]] | None:
     """The blocks to solve from one product of the summed losses, and their operator."""
     wanted = opts.all_blocks == "always" or (opts.all_blocks == "auto" and ALL_BLOCKS_BY_DEFAULT)
@@ -282,7 +286,7 @@ def _together(
         top, bottom = min(opts.top, n), min(opts.bottom, n)
         if would_be_dense(n, top, bottom, opts, lim.max_dense_bytes):
             continue
-        if _would_be_separable(ops, b, n, bottom, opts):
+        if _would_be_separable(ops, b, n, bottom, opts, made):
             continue  # exact and cheaper on its own (spectrum's "auto" takes it)
         members.append(b)
     if len(members) < 2:
@@ -292,12 +296,21 @@ def _together(
 
 
 def _would_be_separable(
-    ops: BlockOperators, block: Block, n: int, bottom: int, opts: SolverOptions
+    ops: BlockOperators,
+    block: Block,
+    n: int,
+    bottom: int,
+    opts: SolverOptions,
+    made: dict[int, SymmetricOperator],
 ) -> bool:
     """What :func:`~hessiankit.solvers.spectrum.spectrum`'s ``"auto"`` checks first."""
     if opts.method != "auto" or bottom < 1 or n <= SEPARABLE_MIN_DIM:
         return False
-    return separable_by_rules(ops.make(block))
+    op = ops.make(block)
+    if not separable_by_rules(op):
+        return False  # dropped: its graph is not held while the others are solved
+    made[id(block)] = op  # kept: the block is then solved on its own with it
+    return True
 
 
 def _solve_together(
