@@ -20,7 +20,7 @@ from typing import Literal
 from hessiankit._defaults import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from hessiankit._defaults import DEFAULT_MAX_INPUT_BYTES
 from hessiankit.operators.local import Kind, Wrt
-from hessiankit.solvers.spectrum import Method
+from hessiankit.solvers.options import Method
 
 __all__ = [
     "DataOptions",

@@ -48,6 +48,7 @@ from hessiankit.pipeline.progress import Progress
 from hessiankit.pipeline.solve import Budgets, budgets, solve_block, would_be_dense
 from hessiankit.solvers.blockwise import blockwise_spectra
 from hessiankit.solvers.results import SpectrumResult
+from hessiankit.solvers.options import KrylovOptions, default_block_size, from_keywords
 from hessiankit.solvers.separable_structure import separable_by_rules
 from hessiankit.solvers.spectrum import SEPARABLE_MIN_DIM
 
@@ -324,17 +325,13 @@ def _solve_together(
         seen[0] = steps
         obs.products(steps, None)
 
-    res = blockwise_spectra(
-        op,
-        top=opts.top,
-        bottom=opts.bottom,
-        tol=opts.tol,
-        seed=opts.seed,
-        rank_rtol=opts.rank_rtol,
-        block_size=opts.block_size,
-        max_products=opts.max_products,
-        progress=step,
+    krylov = from_keywords(
+        KrylovOptions,
+        opts,
+        block_size=default_block_size(opts.top, opts.bottom, opts.block_size),
+        max_basis_bytes=None,  # blockwise_spectra keeps every basis whole: no spill budget
     )
+    res = blockwise_spectra(op, options=krylov, progress=step)
     note = (
         f"solved with blocks {', '.join(str(b.index) for b in members)} from one product of "
         "the summed back-matching losses (seconds are the shared wall time)"

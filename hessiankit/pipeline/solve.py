@@ -30,6 +30,7 @@ import torch
 from hessiankit.operators.base import SymmetricOperator, dense_memory_bytes
 from hessiankit.pipeline.options import SolverOptions
 from hessiankit.resources import basis_budget_bytes, dense_budget_bytes
+from hessiankit.solvers.options import SpectrumOptions, from_keywords
 from hessiankit.solvers.results import SpectrumResult
 from hessiankit.solvers.spectrum import spectrum
 
@@ -96,19 +97,12 @@ def solve_block(
     top, bottom = options.top, options.bottom
     if options.clip:
         top, bottom = min(top, op.dim), min(bottom, op.dim)
-    return spectrum(
-        op,
+    request = from_keywords(
+        SpectrumOptions,
+        options,
         top=top,
         bottom=bottom,
-        method=options.method,
-        tol=options.tol,
-        seed=options.seed,
-        rank_rtol=options.rank_rtol,
-        dense_threshold=options.dense_threshold,
         max_dense_bytes=lim.max_dense_bytes,
-        block_size=options.block_size,
-        max_products=options.max_products,
         max_basis_bytes=lim.max_basis_bytes,
-        progress=progress,
-        start=start,
     )
+    return spectrum(op, options=request, progress=progress, start=start)

@@ -36,7 +36,7 @@ from hessiankit.errors import OperatorError
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.solvers.assemble import RunFacts, from_krylov
 from hessiankit.solvers.lanczos import LanczosIteration
-from hessiankit.solvers.options import KrylovOptions
+from hessiankit.solvers.options import KrylovOptions, default_block_size, from_keywords
 from hessiankit.solvers.results import SpectrumResult
 
 __all__ = ["blockwise_spectra"]
@@ -54,6 +54,7 @@ def blockwise_spectra(
     max_products: int | None = None,
     rank_rtol: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    options: KrylovOptions | None = None,
 ) -> list[SpectrumResult]:
     """Largest and smallest eigenvalues of every diagonal block, with one product per step.
 
@@ -68,6 +69,9 @@ def blockwise_spectra(
         max_products: product budget per block.
         rank_rtol: relative null threshold (default per block ``10 sqrt(n_b) eps``).
         progress: called as ``progress(steps_done, blocks_still_running)``.
+        options: ``top``, ``bottom``, ``tol``, ``seed``, ``block_size``, ``max_products`` and
+            ``rank_rtol`` as one :class:`~hessiankit.solvers.options.KrylovOptions` (its
+            ``top``/``bottom`` clipped per block); when given, those keywords are ignored.
 
     Returns:
         One :class:`SpectrumResult` per part, in order; ``seconds`` is the shared wall time
@@ -76,6 +80,9 @@ def blockwise_spectra(
     Raises:
         OperatorError: ``parts`` missing, empty or overlapping.
     """
+    if options is None:
+        p = default_block_size(top, bottom, block_size)
+        options = from_keywords(KrylovOptions, locals(), block_size=p)
     own_parts = parts is None  # only then do the operator's restrict() indices match ours
     parts = list(parts if parts is not None else (op.parts or []))
     if not parts:
@@ -94,17 +101,13 @@ def blockwise_spectra(
                 f"parts must be disjoint non-empty slices of range({op.dim}), got {sl}"
             )
         covered[sl] = True
-    p = block_size if block_size is not None else min(max(top, bottom), 32)
     start = time.perf_counter()
-    options = KrylovOptions(
-        block_size=p, tol=tol, max_products=max_products, seed=seed, rank_rtol=rank_rtol
-    )
     runs = [
         LanczosIteration(
             n,
             op.dtype,
             op.device,
-            replace(options, top=min(top, n), bottom=min(bottom, n)),
+            replace(options, top=min(options.top, n), bottom=min(options.bottom, n)),
             is_psd=op.is_psd,
         )
         for n in (sl.stop - sl.start for sl in parts)
@@ -136,8 +139,8 @@ def blockwise_spectra(
     return [
         from_krylov(
             it.result(),
-            RunFacts(it.n, op.dtype, psd, tol, it.products, seconds, op.describe_part(i)),
-            seed=seed,
+            RunFacts(it.n, op.dtype, psd, options.tol, it.products, seconds, op.describe_part(i)),
+            seed=options.seed,
         )
         for i, it in enumerate(runs)
     ]

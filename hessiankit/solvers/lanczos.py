@@ -56,7 +56,7 @@ from hessiankit.solvers.condition import default_rank_rtol
 from hessiankit.solvers.krylov_basis import KrylovBasis as _Basis  # noqa: F401 - tests
 from hessiankit.solvers.lanczos_iteration import LanczosIteration
 from hessiankit.solvers.results import KrylovResult
-from hessiankit.solvers.options import BasisDtype, KrylovOptions, ProgressFn, Start
+from hessiankit.solvers.options import BasisDtype, KrylovOptions, ProgressFn, Start, from_keywords
 
 __all__ = [
     "BasisDtype",
@@ -143,18 +143,7 @@ def lanczos(
             or a checkpoint written by a run with other settings.
     """
     if options is None:
-        options = KrylovOptions(
-            top=top,
-            bottom=bottom,
-            block_size=block_size,
-            tol=tol,
-            max_products=max_products,
-            seed=seed,
-            start=start,
-            rank_rtol=rank_rtol,
-            max_basis_bytes=max_basis_bytes,
-            basis_dtype=basis_dtype,
-        )
+        options = from_keywords(KrylovOptions, locals())
     it = LanczosIteration(op.dim, op.dtype, op.device, options, is_psd=op.is_psd)
     if checkpoint is not None and Path(checkpoint).exists():
         it.load(checkpoint)

@@ -44,6 +44,7 @@ from typing import Literal
 import torch
 
 from hessiankit.operators.base import SymmetricOperator, dense_memory_bytes
+from hessiankit.solvers.options import default_block_size
 
 __all__ = ["EIGH_SECONDS_PER_CUBE", "MethodChoice", "Route", "choose_method", "krylov_budget"]
 
@@ -115,7 +116,7 @@ def choose_method(
             product (counted by the operator) where the rule needs it.
     """
     n = op.dim
-    p = block_size if block_size is not None else min(max(top, bottom), 32)
+    p = default_block_size(top, bottom, block_size)
     mem = dense_memory_bytes(n)
     if mem > max_dense_bytes:
         return MethodChoice(

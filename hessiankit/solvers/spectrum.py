@@ -44,7 +44,14 @@ from hessiankit.solvers.assemble import RunFacts, floored, from_dense, from_kryl
 from hessiankit.solvers.condition import arithmetic_floor, condition_from_extremes, floor_cause
 from hessiankit.solvers.dense import dense_eigh
 from hessiankit.solvers.lanczos import BasisDtype, default_rank_rtol, lanczos
-from hessiankit.solvers.options import KrylovOptions, check_request
+from hessiankit.solvers.options import (
+    KrylovOptions,
+    Method,
+    SpectrumOptions,
+    check_request,
+    default_block_size,
+    from_keywords,
+)
 from hessiankit.solvers.policy import choose_method
 from hessiankit.solvers.power import power_iteration
 from hessiankit.solvers.results import Eigenpairs, PowerResult, SpectrumResult
@@ -53,7 +60,6 @@ from hessiankit.solvers.separable_structure import separability, separable_side
 
 __all__ = ["Method", "spectrum"]
 
-Method = Literal["auto", "lanczos", "power", "dense", "separable"]
 
 #: Below this dimension ``"auto"`` does not look for separable structure: dense ``eigh`` of
 #: so small a matrix costs next to nothing and answers the same.
@@ -91,6 +97,7 @@ def spectrum(
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1,
     start: torch.Tensor | None = None,
+    options: SpectrumOptions | None = None,
 ) -> SpectrumResult:
     """Largest and smallest eigenvalues of ``op`` with residuals, and its condition number.
 
@@ -125,34 +132,60 @@ def spectrum(
         checkpoint_every: Lanczos steps between checkpoint writes.
         start: Lanczos start directions (``dim`` or ``dim x k``; e.g. the loss gradient for
             the top of a loss Hessian); other methods ignore it.
+        options: ``top`` .. ``basis_dtype`` (every keyword but ``keep_vectors``, ``progress``,
+            ``checkpoint``, ``checkpoint_every`` and ``start``) as one
+            :class:`~hessiankit.solvers.options.SpectrumOptions`; when given, those keywords
+            are ignored.
 
     Raises:
         OperatorError: an unknown method, more eigenvalues than the dimension, or a dense
             matrix that would not fit in memory.
     """
+    return _solve(
+        op,
+        options if options is not None else from_keywords(SpectrumOptions, locals()),
+        keep_vectors=keep_vectors,
+        progress=progress,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        start=start,
+    )
+
+
+def _solve(
+    op: SymmetricOperator,
+    o: SpectrumOptions,
+    *,
+    keep_vectors: bool,
+    progress: Callable[[int, int], None] | None,
+    checkpoint: str | os.PathLike[str] | None,
+    checkpoint_every: int,
+    start: torch.Tensor | None,
+) -> SpectrumResult:
+    method = o.method
     n = op.dim
     if method not in ("auto", "lanczos", "power", "dense", "separable"):
         raise OperatorError(
             f"unknown method {method!r}; use auto, lanczos, power, dense or separable"
         )
-    check_request(top, bottom, n)
-    rtol = default_rank_rtol(n, op.dtype) if rank_rtol is None else float(rank_rtol)
+    check_request(o.top, o.bottom, n)
+    rtol = default_rank_rtol(n, op.dtype) if o.rank_rtol is None else float(o.rank_rtol)
     t0 = time.perf_counter()
     before = op.num_products
     reason = f"{method}: asked for"
     wanted = method == "auto" and n > SEPARABLE_MIN_DIM
-    if method == "separable" or (wanted and (bottom >= 1 or _small_parts(op))):
-        structure, why = separability(op, seed=seed)
+    if method == "separable" or (wanted and (o.bottom >= 1 or _small_parts(op))):
+        structure, why = separability(op, seed=o.seed)
         probe = op.num_products - before  # the structure probe's products count too
         if structure is not None:
             sep = separable_spectrum(
                 op,
-                top=top,
-                bottom=bottom,
+                top=o.top,
+                bottom=o.bottom,
                 structure=structure,
-                rank_rtol=rank_rtol,
-                max_bytes=min(max_dense_bytes, 2 * 2**30),
-                seed=seed,
+                rank_rtol=o.rank_rtol,
+                max_bytes=min(o.max_dense_bytes, 2 * 2**30),
+                seed=o.seed,
             )
             why = f"separable: {why}; the whole spectrum from per-part Gram matrices"
             return replace(
@@ -166,61 +199,54 @@ def spectrum(
     if method == "auto":
         choice = choose_method(
             op,
-            top=top,
-            bottom=bottom,
-            block_size=block_size,
-            max_dense_bytes=max_dense_bytes,
-            dense_threshold=dense_threshold,
+            top=o.top,
+            bottom=o.bottom,
+            block_size=o.block_size,
+            max_dense_bytes=o.max_dense_bytes,
+            dense_threshold=o.dense_threshold,
         )
         method, reason = choice.method, choice.reason
-    if method == "dense" and dense_memory_bytes(n) > max_dense_bytes:
+    if method == "dense" and dense_memory_bytes(n) > o.max_dense_bytes:
         raise OperatorError(
             f"method 'dense' needs {dense_memory_bytes(n) / 2**30:.1f} GiB for dimension {n}, "
-            f"over the {max_dense_bytes / 2**30:.1f} GiB limit; use method 'lanczos'"
+            f"over the {o.max_dense_bytes / 2**30:.1f} GiB limit; use method 'lanczos'"
         )
     info = op.describe()
 
     def facts() -> RunFacts:
-        return RunFacts.measure(op, tol=tol, before=before, start=t0, operator=info)
+        return RunFacts.measure(op, tol=o.tol, before=before, start=t0, operator=info)
 
     res: SpectrumResult
     if method == "dense":
-        d = dense_eigh(op, max_bytes=max_dense_bytes)
+        d = dense_eigh(op, max_bytes=o.max_dense_bytes)
         res = from_dense(
             d,
             facts(),
-            top=top,
-            bottom=bottom,
+            top=o.top,
+            bottom=o.bottom,
             rtol=rtol,
-            auto_rtol=rank_rtol is None,
+            auto_rtol=o.rank_rtol is None,
             keep_vectors=keep_vectors,
         )
     elif method == "power":
-        runs = _power_runs(op, top, bottom, tol, max_iter, seed, keep_vectors, progress)
-        res = _from_power(*runs, op=op, rtol=rtol, max_iter=max_iter, seed=seed, facts=facts)
+        runs = _power_runs(op, o.top, o.bottom, o.tol, o.max_iter, o.seed, keep_vectors, progress)
+        res = _from_power(*runs, op=op, rtol=rtol, max_iter=o.max_iter, seed=o.seed, facts=facts)
     else:
-        p = block_size if block_size is not None else min(max(top, bottom), 32)
-        options = KrylovOptions(
-            top=top,
-            bottom=bottom,
-            block_size=p,
-            tol=tol,
-            max_products=max_products,
-            seed=seed,
-            rank_rtol=rank_rtol,
-            max_basis_bytes=max_basis_bytes,
-            basis_dtype=basis_dtype,
+        krylov = from_keywords(
+            KrylovOptions,
+            o,
+            block_size=default_block_size(o.top, o.bottom, o.block_size),
             start="auto" if start is None else start,
         )
         kr = lanczos(
             op,
-            options=options,
+            options=krylov,
             keep_vectors=keep_vectors,
             progress=progress,
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
         )
-        res = from_krylov(kr, facts(), seed=seed)
+        res = from_krylov(kr, facts(), seed=o.seed)
     return replace(res, method_reason=reason)
 
 
