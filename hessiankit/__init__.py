@@ -38,6 +38,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from hessiankit._version import __version__
+from hessiankit._public import SOLVER_NAMES
 
 if TYPE_CHECKING:  # what the names are, for type checkers and IDEs; imported on first use
     from hessiankit import analytic
@@ -116,25 +117,7 @@ _LAZY: dict[str, str] = {
         ),
         "hessiankit.optim",
     ),
-    **dict.fromkeys(
-        (
-            "ConditionNumber",
-            "DensityCurve",
-            "Eigenpairs",
-            "SpectralDensity",
-            "SpectrumResult",
-            "TraceResult",
-            "dense_eigh",
-            "hutch_plus_plus",
-            "hutchinson",
-            "lanczos",
-            "power_iteration",
-            "slq",
-            "spectrum",
-            "trace",
-        ),
-        "hessiankit.solvers",
-    ),
+    **dict.fromkeys(SOLVER_NAMES, "hessiankit.solvers"),
 }
 
 #: Subpackages reachable as attributes (``hk.operators.X``), imported on first use too.

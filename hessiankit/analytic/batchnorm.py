@@ -39,7 +39,6 @@ and none of this holds), ``eps -> 0`` (PyTorch needs ``eps > 0`` in train mode; 
 multiplies in :mod:`~hessiankit.analytic.nonlinear`'s factor).
 
 Example:
-    >>> import torch
     >>> from hessiankit.analytic.batchnorm import bn_weight_hessian
     >>> g = torch.Generator().manual_seed(0)
     >>> Z, W = torch.randn(8, 3, generator=g), torch.randn(2, 3, generator=g)

@@ -26,7 +26,6 @@ Assumptions: no nonlinearity or normalisation inside the block (else see
 kind (for these blocks it equals the exact local Hessian, which is linear in the variable).
 
 Example:
-    >>> import torch
     >>> from hessiankit.analytic.linear import linear_weight_hessian, linear_weight_spectrum
     >>> z = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
     >>> linear_weight_hessian(z, n_out=1).tolist()

@@ -16,7 +16,6 @@ Assumptions: Gauss-Newton kind (the exact local Hessian adds ``eta sum_j g_j phi
 vanish for ReLU almost everywhere but not for tanh); ``phi`` acts element-wise.
 
 Example:
-    >>> import torch
     >>> from hessiankit.analytic.nonlinear import derivative_factor
     >>> derivative_factor(torch.tensor([-1.0, 2.0]), "relu").tolist()
     [0.0, 1.0]

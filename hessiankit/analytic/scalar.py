@@ -24,7 +24,6 @@ output positions (conv) to the Hessian's diagonal, which :func:`linear_m_w` and
 :func:`conv_m_w` include on request (``bias=True``).
 
 Example (a linear block: ``m_W`` is the mean squared input, ``m_z = ||W||_F^2 / n_in``):
-    >>> import torch
     >>> w = torch.tensor([[1.0, 2.0], [0.0, 2.0]], dtype=torch.float64)
     >>> linear_m_z(w)
     4.5

@@ -15,7 +15,6 @@ Its Hessian is the local Hessian (:mod:`hessiankit.operators.local`,
 ``eta g_b / m``, so one unit gradient step on every block is one SGD step (Proposition 1).
 
 Example (at the current weights the loss is ``eta^2 mean_i ||g_b^(i)||^2 / 2``):
-    >>> import torch
     >>> z = torch.tensor([[1.0, 2.0], [0.0, -1.0]], dtype=torch.float64)
     >>> g = torch.tensor([[2.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
     >>> float(backmatching_loss(z, backmatching_target(z, g, 0.5)))

@@ -9,8 +9,6 @@ graph of every module's output back to its inputs, and names the innermost modul
 such a Function.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
     >>> check_twice_differentiable(nn.Sequential(nn.Linear(3, 2), nn.Tanh()), torch.randn(4, 3))
 """
 

@@ -4,7 +4,6 @@ One home for the tuples that :mod:`hessiankit.analytic.scalar` (closed-form bloc
 :mod:`hessiankit.solvers.separable_structure` (separable local Hessians) both test against.
 
 Example:
-    >>> from torch import nn
     >>> isinstance(nn.Conv2d(1, 1, 3), CONV), isinstance(nn.Dropout2d(), DROPOUT)
     (True, True)
 """

@@ -15,8 +15,6 @@ by any module path they contain. Users override the split with ``blocks=[...]``:
 block, each a module path or a list of module paths.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
     >>> from hessiankit import split_blocks
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     >>> split = split_blocks(net)

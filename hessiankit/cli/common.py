@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import inspect
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -351,6 +352,14 @@ def max_basis_bytes(args: argparse.Namespace) -> int | None:
 
 
 # ----------------------------------------------------------------------------- options
+
+
+def keywords_for(fn: Callable[..., object], args: argparse.Namespace) -> dict[str, Any]:
+    """The options in ``args`` whose names are keyword parameters of ``fn`` (an option's
+    ``dest`` is the parameter it feeds), so a command passes them on without listing each."""
+    given = vars(args)
+    params = inspect.signature(fn).parameters
+    return {name: given[name] for name in params if name in given}
 
 
 def model_source(args: argparse.Namespace) -> ModelSource:

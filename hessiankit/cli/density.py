@@ -26,6 +26,7 @@ def add_density_arguments(p: argparse.ArgumentParser) -> None:
     """``--probes``, ``--steps``."""
     p.add_argument(
         "--probes",
+        dest="num_probes",
         type=common.positive,
         default=8,
         metavar="P",
@@ -33,6 +34,7 @@ def add_density_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--steps",
+        dest="num_steps",
         type=common.positive,
         default=80,
         metavar="M",
@@ -96,15 +98,7 @@ def run(args: argparse.Namespace) -> int:
     block = prep.split.whole_model() if args.block == "model" else prep.split.block(args.block)
     op = prep.make(block)
     with common.progress(args, None, f"block {block.index} SLQ", unit="product") as bar:
-        d = slq(
-            op,
-            num_probes=args.probes,
-            num_steps=args.steps,
-            seed=args.seed,
-            sigma=args.sigma,
-            log_sigma=args.log_sigma,
-            progress=bar,
-        )
+        d = slq(op, **common.keywords_for(slq, args), progress=bar)
     m1, s1 = d.moment(1)
     m2, s2 = d.moment(2)
     common.out(

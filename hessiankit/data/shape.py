@@ -11,7 +11,6 @@ dimension):
 * anything else that does not match is a :class:`~hessiankit.errors.DataError`.
 
 Example:
-    >>> import torch
     >>> from hessiankit.data import fit_to_shape
     >>> fit_to_shape(torch.ones(2, 1, 28, 28), (3, 32, 32)).shape
     torch.Size([2, 3, 32, 32])

@@ -36,9 +36,6 @@ the best scalar ``c`` (``min_c ||c H_W - G_bb||_F / ||G_bb||_F``: what no per-bl
 can fix, the shape).
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.diagnostics import compare_blocks
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()

@@ -18,9 +18,6 @@ An eigenvector is accurate to ``residual / gap`` in angle, so the overlap is mea
 k-th eigenvalue is separated from the (k+1)-th; the results carry the residuals to judge that.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.diagnostics import compare_ggn_hessian
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(4, 3)).double()   # linear in W: Hessian == GGN

@@ -17,9 +17,6 @@ trustworthy when the k-th eigenvalue is separated from the (k+1)-th (look at
 ``top.error_bounds`` and ``top.converged``).
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.diagnostics import gradient_overlap
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()

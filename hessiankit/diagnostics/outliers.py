@@ -32,9 +32,6 @@ What this module computes:
   eigenspace inside the class-mean span ``||U^T Q||_F^2 / count``.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.diagnostics import outlier_analysis
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(6, 4)).double()

@@ -28,9 +28,6 @@ plain rate of the other parameters). Adaptive optimizers (Adam) do not step ``-l
 are refused.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.diagnostics import block_stability
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()

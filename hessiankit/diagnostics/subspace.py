@@ -12,7 +12,6 @@ the mean squared norm of V's basis vectors after projection onto ``span U``: 1 w
 subspaces (the chance level reported beside it).
 
 Example:
-    >>> import torch
     >>> from hessiankit.diagnostics.subspace import orthonormal_basis, overlap
     >>> e = torch.eye(3, dtype=torch.float64)
     >>> round(overlap(e[:, :2], orthonormal_basis(e[:, [0]] + e[:, [2]])), 6)

@@ -10,9 +10,6 @@ and, given a learning rate, :func:`~hessiankit.diagnostics.stability.block_stabi
 :class:`~hessiankit.report.analysis.Report` renders (HTML and Markdown).
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.diagnostics import run_diagnostics
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()

@@ -4,8 +4,6 @@ The block split makes the whole unit one block (:mod:`hessiankit.blocks.split`);
 local Hessian is ``(I + J_branch)^T (I + J_branch)`` (:mod:`hessiankit.analytic.residual`).
 
 Example:
-    >>> import torch
-    >>> from torch import nn
     >>> unit = Residual(nn.Linear(3, 3, bias=False))
     >>> nn.init.zeros_(unit.branch.weight)  # doctest: +ELLIPSIS
     Parameter containing:

@@ -11,7 +11,6 @@ unpickling any code (``hessiankit.io.load_model``), and its blocks are ``feature
 BN + ReLU [+ pool]), ..., ``classifier``.
 
 Example:
-    >>> import torch
     >>> from hessiankit.models import vgg
     >>> net = vgg("small", in_channels=1, num_classes=10, seed=0)
     >>> net(torch.zeros(2, 1, 28, 28)).shape

@@ -9,7 +9,6 @@ time (the issue-16 CNN, batch 128, one CPU thread). Written as ``mul`` and ``add
 few multiplies.
 
 Example:
-    >>> import torch
     >>> bn = torch.nn.BatchNorm2d(3).eval()
     >>> _ = bn.running_var.fill_(2.0)
     >>> x = torch.randn(4, 3, 5, 5)

@@ -27,9 +27,6 @@ block in lockstep on this operator (the blocks' spectra stay apart; a Krylov run
 block-diagonal matrix would mix them).
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.operators.all_blocks import AllBlocksLocalHessian
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()

@@ -5,7 +5,6 @@ Solvers only see this interface: a dimension, a dtype, a device and ``matmat``. 
 (a block's weight and bias) flattens and concatenates them in a fixed order.
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> A = MatrixOperator(torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64))
     >>> A.matvec(torch.tensor([1.0, 1.0], dtype=torch.float64)).tolist()

@@ -28,9 +28,6 @@ A batch may also be a :class:`~hessiankit.blocks.BlockCapture` already recorded 
 each batch.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.operators.dataset import DatasetOperator
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>

@@ -11,7 +11,6 @@ summand's slice, so :func:`~hessiankit.solvers.blockwise.blockwise_spectra` can 
 apart and :meth:`DirectSum.restrict` keeps a subset.
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.operators.direct_sum import DirectSum
     >>> A = DirectSum([MatrixOperator(torch.eye(2, dtype=torch.float64)),

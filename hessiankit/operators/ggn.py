@@ -26,9 +26,6 @@ A product ``v -> J^T (H_L (J v))`` is one Jacobian-vector product (the double-vj
 vector-Jacobian product, all through graphs built once at construction.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.operators import GGNOperator
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 2, bias=False)).double()

@@ -22,9 +22,6 @@ Kinds:
     Equal to Gauss-Newton for blocks linear in the variable.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4, bias=False)).double()
     >>> x = torch.randn(5, 3, dtype=torch.float64)

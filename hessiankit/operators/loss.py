@@ -10,9 +10,6 @@ A product runs blocks b..B only: the blocks below b do not depend on ``W_b``, an
 ``z_{b-1}`` was recorded by the capture.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> net = nn.Sequential(nn.Linear(3, 2, bias=False)).double()
@@ -122,7 +119,6 @@ class LossHessian(BlockRecord, SymmetricOperator):
         ``start``.
 
         Example:
-            >>> import torch, hessiankit as hk
             >>> torch.manual_seed(0) and None
             >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
             >>> x, y = torch.randn(5, 3), torch.randint(0, 2, (5,))

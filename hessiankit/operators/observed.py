@@ -5,7 +5,6 @@
 included (its total is the dimension: it multiplies by the identity's columns).
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.operators.observed import Reporting
     >>> seen = []

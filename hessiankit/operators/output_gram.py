@@ -12,9 +12,6 @@ product, both through the block's own graph, built once (the double-vjp identity
 ``J v = d/du <J^T u, v>``, as :mod:`hessiankit.operators._engines` does).
 
 Example (the same nonzero eigenvalues; G has ``dim(G) - dim(H)`` more zeros):
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.operators.output_gram import OutputGram
     >>> g = torch.Generator().manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()

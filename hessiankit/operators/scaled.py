@@ -5,7 +5,6 @@ mean) or to flip a spectrum (``-A``'s largest eigenvalues are ``A``'s smallest).
 semi-definiteness carries over for ``c >= 0``.
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.operators.scaled import Scaled
     >>> Scaled(MatrixOperator(torch.eye(2, dtype=torch.float64), is_psd=True), -2.0).to_dense().tolist()

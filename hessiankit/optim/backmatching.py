@@ -34,8 +34,7 @@ step of rate eta; with inner step sizes ``a_{W,b}``, ``a_{z,b}`` it is SGD with 
 forwards: no dropout (its masks are not shared between the passes).
 
 Example (one iteration equals one SGD step):
-    >>> import torch, copy
-    >>> from torch import nn
+    >>> import copy
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()

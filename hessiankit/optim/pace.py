@@ -27,9 +27,6 @@ over 2 (overshoot). A block with rate ``s_b eta`` (scale-amended SGD) replaces `
 ``relative_change`` is the other common pace measure, ``||Delta W_b|| / ||W_b||``.
 
 Example (one SGD step on a small network: each block removes about a fifth of its loss):
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
     >>> x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))

@@ -47,8 +47,6 @@ Where the scalars come from: ``refresh(x)`` runs one capture on the batch ``x``;
 batch so ``step()`` refreshes by itself every K steps.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))

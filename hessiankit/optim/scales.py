@@ -22,9 +22,6 @@ normalisation is the core's: ``H_W`` of the batch-mean back-matching loss, ``H_z
 
 Example (a linear block: the trace of ``H_W = I kron Z^T Z / m`` over its dimension is the mean
 squared input, which the closed form gives too):
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> net = nn.Sequential(nn.Linear(3, 2, bias=False)).double()
     >>> x = torch.arange(12, dtype=torch.float64).reshape(4, 3) / 10
     >>> (measured,) = block_scales(hk.capture(net, x), method="trace", num_products=30)

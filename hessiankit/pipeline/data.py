@@ -1,7 +1,6 @@
 """The samples of a run, in batches: a data file, a named data set, or the default one.
 
 Example:
-    >>> import torch
     >>> from hessiankit.pipeline import DataOptions, ModelSource, load_batches, open_model
     >>> info = open_model(ModelSource(), torch.device("cpu"))
     >>> b = load_batches(DataOptions(dataset="synthetic", batch_size=4), info, torch.device("cpu"))

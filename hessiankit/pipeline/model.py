@@ -1,7 +1,6 @@
 """The network under analysis: load it (or build the built-in default) and say what it is.
 
 Example:
-    >>> import torch
     >>> from hessiankit.pipeline import ModelSource, open_model
     >>> info = open_model(ModelSource(), torch.device("cpu"))
     >>> info.builtin, info.input_shape

@@ -20,7 +20,7 @@ from typing import Literal
 from hessiankit._defaults import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from hessiankit._defaults import DEFAULT_MAX_INPUT_BYTES
 from hessiankit.operators.local import Kind, Wrt
-from hessiankit.solvers.options import Method
+from hessiankit.solvers.options import SpectrumRequest
 
 __all__ = [
     "DataOptions",
@@ -105,7 +105,7 @@ class OperatorOptions:
 
 
 @dataclass(frozen=True)
-class SolverOptions:
+class SolverOptions(SpectrumRequest):
     """How to solve each block (see :func:`hessiankit.spectrum`).
 
     Attributes:
@@ -133,15 +133,6 @@ class SolverOptions:
             error).
     """
 
-    top: int = 10
-    bottom: int = 1
-    method: Method = "auto"
-    tol: float = 1e-6
-    seed: int = 0
-    rank_rtol: float | None = None
-    dense_threshold: int | None = None
-    block_size: int | None = None
-    max_products: int | None = None
     max_dense_bytes: int | None = None
     max_basis_bytes: int | None | Literal["auto"] = "auto"
     gradient_start: bool = True

@@ -15,9 +15,6 @@ Fast paths, on by default:
   ``SolverOptions.all_blocks`` allows it.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.pipeline import SolverOptions, block_operators, run_blocks
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
@@ -52,14 +49,7 @@ from hessiankit.solvers.options import KrylovOptions, default_block_size, from_k
 from hessiankit.solvers.separable_structure import separable_by_rules
 from hessiankit.solvers.spectrum import SEPARABLE_MIN_DIM
 
-__all__ = [
-    "BlockOperators",
-    "BlockResult",
-    "block_operators",
-    "run_blocks",
-    "select_blocks",
-    "solve_one",
-]
+# Public through hessiankit.pipeline (its lazy table names them); no __all__ to keep in step.
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,7 +11,6 @@ Where to wire in more structure: :func:`hessiankit.spectrum`'s policy; :func:`so
 is the one place the pipeline calls it.
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.pipeline import SolverOptions, solve_block
     >>> A = MatrixOperator(torch.diag(torch.arange(1.0, 5.0, dtype=torch.float64)), is_psd=True)

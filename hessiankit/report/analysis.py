@@ -5,9 +5,6 @@
 (:mod:`hessiankit.report.html`, :mod:`hessiankit.report.markdown`) only reads these objects.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> from hessiankit.report import analyse_blocks
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()

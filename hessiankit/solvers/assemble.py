@@ -138,6 +138,18 @@ def _with_cause(cond: ConditionNumber, cause: str) -> ConditionNumber:
     return replace(cond, converged=False, note=note)
 
 
+#: What a Krylov run reports about itself, copied into its ``SpectrumResult`` under the same names.
+_RUN_FACTS = (
+    "breakdowns",
+    "exhausted",
+    "basis_dtype",
+    "basis_bytes",
+    "max_basis_bytes",
+    "restarts",
+    "block_size",
+)
+
+
 def from_krylov(
     kr: KrylovResult, facts: RunFacts, *, seed: int, method_reason: str = ""
 ) -> SpectrumResult:
@@ -185,16 +197,10 @@ def from_krylov(
         all_ev = None
     return replace(
         facts.result("lanczos", seed, top, bottom, cond, precision),
-        breakdowns=kr.breakdowns,
-        exhausted=kr.exhausted,
         eigenvalues=all_ev,
         bottom_on_range=kr.range_start and psd,
-        basis_dtype=kr.basis_dtype,
-        basis_bytes=kr.basis_bytes,
-        max_basis_bytes=kr.max_basis_bytes,
-        restarts=kr.restarts,
-        block_size=kr.block_size,
         method_reason=method_reason,
+        **{name: getattr(kr, name) for name in _RUN_FACTS},
     )
 
 

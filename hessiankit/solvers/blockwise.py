@@ -13,7 +13,6 @@ dropped from the product altogether. The shared product columns are the largest
 the same seed, up to rounding.
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.solvers.blockwise import blockwise_spectra
     >>> A = MatrixOperator(torch.block_diag(torch.diag(torch.arange(1.0, 41.0)),

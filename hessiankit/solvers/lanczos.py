@@ -35,7 +35,6 @@ operator's device. A block size p >= the largest multiplicity among the wanted e
 single-vector Lanczos (p = 1) is cheapest for distinct eigenvalues.
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.solvers import lanczos
     >>> A = MatrixOperator(torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64)))

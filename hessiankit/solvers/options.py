@@ -16,6 +16,7 @@ __all__ = [
     "Method",
     "ProgressFn",
     "SpectrumOptions",
+    "SpectrumRequest",
     "Start",
     "check_request",
     "default_block_size",
@@ -60,7 +61,24 @@ class KrylovOptions:
 
 
 @dataclass(frozen=True)
-class SpectrumOptions:
+class SpectrumRequest:
+    """The settings every extreme-spectrum entry point shares: which eigenvalues, by which
+    route, to what tolerance. :class:`SpectrumOptions` (one solve) and the pipeline's
+    ``SolverOptions`` (every block) extend it."""
+
+    top: int = 10
+    bottom: int = 1
+    method: Method = "auto"
+    tol: float = 1e-6
+    seed: int = 0
+    rank_rtol: float | None = None
+    dense_threshold: int | None = None
+    block_size: int | None = None
+    max_products: int | None = None
+
+
+@dataclass(frozen=True)
+class SpectrumOptions(SpectrumRequest):
     """What :func:`~hessiankit.solvers.spectrum.spectrum` is asked for, as one object. The
     fields are its keywords, with the same defaults and meaning; an entry point that holds
     its settings in a dataclass of its own converts them with :func:`from_keywords`.
@@ -70,16 +88,7 @@ class SpectrumOptions:
         ('auto', 1)
     """
 
-    top: int = 10
-    bottom: int = 1
-    method: Method = "auto"
-    tol: float = 1e-6
-    seed: int = 0
-    rank_rtol: float | None = None
-    dense_threshold: int | None = None
     max_dense_bytes: int = 4 * 2**30
-    block_size: int | None = None
-    max_products: int | None = None
     max_iter: int = 1000
     max_basis_bytes: int | None = None
     basis_dtype: BasisDtype = "auto"

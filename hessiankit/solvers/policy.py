@@ -27,7 +27,6 @@ size and pay its eighs anyway. ``dense_threshold`` overrides the rule (dense up 
 dimension when it fits, Lanczos above).
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> op = MatrixOperator(torch.eye(300, dtype=torch.float64), is_psd=True)
     >>> c = choose_method(op, top=5, bottom=1)

@@ -12,7 +12,6 @@ Power iteration cannot skip the null space of a singular operator, so it does no
 smallest *nonzero* eigenvalue; :func:`hessiankit.spectrum` reports that as unknown.
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.solvers import power_iteration
     >>> A = MatrixOperator(torch.diag(torch.tensor([1.0, 2.0, 10.0], dtype=torch.float64)))

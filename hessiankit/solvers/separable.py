@@ -26,9 +26,6 @@ materialised blocks plus rounding, :mod:`hessiankit.solvers.dense`), and the res
 reported eigenpair is measured on its block. Blocks are formed in groups that fit ``max_bytes``.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU()).double()
     >>> cap = hk.capture(net, torch.randn(4, 2, 5, 5, dtype=torch.float64), bn="train")
     >>> op = hk.LocalHessian(cap, 1)

@@ -32,9 +32,6 @@ Detection takes two independent checks, both must pass:
 a Krylov or dense solver.
 
 Example (a linear block: its 4 output units w.r.t. the weights, its 5 samples w.r.t. the input):
-    >>> import torch
-    >>> from torch import nn
-    >>> import hessiankit as hk
     >>> g = torch.Generator().manual_seed(0)
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     >>> cap = hk.capture(net, torch.randn(5, 3, dtype=torch.float64, generator=g))

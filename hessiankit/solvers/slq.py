@@ -39,7 +39,6 @@ A probe whose Krylov space is invariant (``beta_j <= sqrt(eps) ||A||``) stops ea
 rest of T would add changes the moments by ``O(beta_j^2)``, below the arithmetic's precision.
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.solvers.slq import slq
     >>> A = MatrixOperator(torch.diag(torch.tensor([1.0, 1.0, 2.0, 4.0], dtype=torch.float64)))

@@ -18,7 +18,6 @@ every method that can find them (dense, Lanczos from the range); the zeros are c
 algebraically smallest eigenvalues. ``SpectrumResult.bottom_on_range`` says which.
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.solvers import spectrum
     >>> A = MatrixOperator(torch.diag(torch.tensor([0.0, 1.0, 4.0], dtype=torch.float64)), is_psd=True)

@@ -14,7 +14,6 @@ Both only use ``op.matmat`` and run the products for all probes of a phase in on
 are drawn on the CPU from ``seed`` (float64), so results do not depend on the device.
 
 Example:
-    >>> import torch
     >>> from hessiankit.operators import MatrixOperator
     >>> from hessiankit.solvers.trace import hutchinson
     >>> A = MatrixOperator(torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64)))
