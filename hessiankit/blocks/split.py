@@ -116,6 +116,25 @@ class BlockSplit:
         """The whole network as one block (index 0, name ``"model"``)."""
         return self._whole
 
+    def select(self, blocks: str | Sequence[int | str | Block] = "all") -> list[Block]:
+        """``"all"`` (every block with weights), ``"model"`` (the whole network as one block),
+        or block indices / module paths / blocks (each as :meth:`block` finds it).
+
+        Raises:
+            BlockError: another string, no block chosen, or a key no block matches.
+        """
+        if isinstance(blocks, str):
+            if blocks not in ("all", "model"):
+                raise BlockError(f"blocks= is 'all', 'model' or a list of blocks, got {blocks!r}")
+            if blocks == "model":
+                return [self._whole]
+            chosen = [b for b in self.blocks if b.num_params > 0]
+        else:
+            chosen = [self.block(b) for b in blocks]
+        if not chosen:
+            raise BlockError("no blocks to analyse; pass blocks='all' or block numbers")
+        return chosen
+
     def block(self, key: int | str | Block) -> Block:
         """Find a block by its index (from 1), a module path, or ``"model"``.
 

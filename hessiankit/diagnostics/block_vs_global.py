@@ -223,12 +223,7 @@ def compare_blocks(
     Raises:
         DataError: no labels; OperatorError: an unknown ``blocks`` value.
     """
-    if isinstance(blocks, str):
-        if blocks != "all":
-            raise OperatorError(f"blocks= is 'all' or a list of blocks, got {blocks!r}")
-        chosen = [b for b in capture.split if b.num_params > 0]
-    else:
-        chosen = [capture.split.block(b) for b in blocks]
+    chosen = capture.split.select(blocks)
     return tuple(
         _one(capture, b, top, max_dense, trace_products, method, tol, seed) for b in chosen
     )

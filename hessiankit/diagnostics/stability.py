@@ -233,12 +233,7 @@ def block_stability(
     """
     if isinstance(lr, (int, float)) and not lr >= 0:
         raise OperatorError(f"lr= must be nonnegative, got {lr}")
-    if isinstance(blocks, str):
-        if blocks != "all":
-            raise OperatorError(f"blocks= is 'all' or a list of blocks, got {blocks!r}")
-        chosen = [b for b in capture.split if b.num_params > 0]
-    else:
-        chosen = [capture.split.block(b) for b in blocks]
+    chosen = capture.split.select(blocks)
     rows = []
     for blk in chosen:
         local_op = LocalHessian(capture, blk)

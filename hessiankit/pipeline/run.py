@@ -33,7 +33,6 @@ from typing import Literal
 import torch
 
 from hessiankit.blocks import Block, BlockCapture, BlockSplit
-from hessiankit.errors import OperatorError
 from hessiankit.operators import SymmetricOperator, hessian_operator
 from hessiankit.operators.all_blocks import AllBlocksLocalHessian
 from hessiankit.operators.local import Kind, Wrt
@@ -116,16 +115,9 @@ def _operators(source: Prepared | BlockOperators) -> BlockOperators:
 def select_blocks(
     split: BlockSplit, blocks: Literal["all", "model"] | Sequence[int | str | Block]
 ) -> list[Block]:
-    """``"all"``, ``"model"`` (the whole network as one block) or indices / module paths."""
-    if blocks == "all":
-        chosen = list(split)
-    elif blocks == "model":
-        chosen = [split.whole_model()]
-    else:
-        chosen = [b if isinstance(b, Block) else split.block(b) for b in blocks]
-    if not chosen:
-        raise OperatorError("no blocks to analyse; pass blocks='all' or block numbers")
-    return chosen
+    """``"all"``, ``"model"`` (the whole network as one block) or indices / module paths
+    (:meth:`~hessiankit.blocks.split.BlockSplit.select`)."""
+    return split.select(blocks)
 
 
 #: Solve several Lanczos blocks from one product of the summed losses under ``all_blocks="auto"``.

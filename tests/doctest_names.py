@@ -1,6 +1,6 @@
-"""Names every doctest may use without importing them (as numpy's examples assume ``np``):
-``torch``, ``nn`` (``torch.nn``) and ``hk`` (``hessiankit``). Docstring examples start from
-there, so each shows what is particular to it."""
+"""A pytest plugin (``-p doctest_names`` in pyproject.toml): names every doctest may use without
+importing them, as numpy's examples assume ``np``: ``torch``, ``nn`` (``torch.nn``) and ``hk``
+(``hessiankit``). Docstring examples start from there, so each shows what is particular to it."""
 
 from __future__ import annotations
 
