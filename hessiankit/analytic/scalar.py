@@ -47,6 +47,7 @@ from hessiankit.blocks.modes import is_batchnorm
 from hessiankit.blocks.module_kinds import ADAPTIVE_MAX_POOL, CONV, DROPOUT, MAX_POOL
 from hessiankit.blocks.split import Block
 from hessiankit.errors import OperatorError
+from hessiankit.solvers.results import plain_dict
 
 __all__ = [
     "BlockScale",
@@ -90,15 +91,7 @@ class BlockScale:
     m_z_std_error: float
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "block": self.index,
-            "name": self.name,
-            "m_w": self.m_w,
-            "m_z": self.m_z,
-            "method": self.method,
-            "m_w_std_error": self.m_w_std_error,
-            "m_z_std_error": self.m_z_std_error,
-        }
+        return plain_dict(self, index="block")
 
 
 # ---------------------------------------------------------------- closed forms, linear blocks

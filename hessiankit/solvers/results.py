@@ -18,7 +18,7 @@ Meaning of the numbers, for a Ritz pair ``(theta, y)`` with ``||y|| = 1`` of a s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -41,6 +41,27 @@ def _frozen(a: np.ndarray | list[float] | list[bool], dtype: type) -> np.ndarray
     arr: np.ndarray = np.array(a, dtype=dtype)
     arr.setflags(write=False)
     return arr
+
+
+def plain_dict(obj: object, **renames: str) -> dict[str, object]:
+    """Every field of the dataclass ``obj`` for JSON, arrays as lists, under its own name or
+    the one ``renames`` gives (``plain_dict(scale, index="block")``).
+
+    Example:
+        >>> plain_dict(DensityCurve("linear", np.zeros(2), np.ones(2), 0.1, 1.0))["density"]
+        [1.0, 1.0]
+    """
+    out: dict[str, object] = {}
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        out[renames.get(f.name, f.name)] = (
+            value.tolist() if isinstance(value, np.ndarray) else value
+        )
+    return out
+
+
+#: How a spectrum was run, as its JSON reports it.
+_RUN_KEYS = ("method", "method_reason", "dimension", "dtype", "seed", "tol")
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,12 +223,7 @@ class SpectrumResult:
         c = self.condition
         return {
             **self.operator,
-            "method": self.method,
-            "method_reason": self.method_reason,
-            "dimension": self.dimension,
-            "dtype": self.dtype,
-            "seed": self.seed,
-            "tol": self.tol,
+            **{k: getattr(self, k) for k in _RUN_KEYS},
             "eigenvalues": self.top.eigenvalues.tolist(),
             "residuals": self.top.residuals.tolist(),
             "error_bounds": self.top.error_bounds.tolist(),
@@ -333,13 +349,7 @@ class DensityCurve:
     mass: float
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "scale": self.scale,
-            "sigma": self.sigma,
-            "mass": self.mass,
-            "grid": self.grid.tolist(),
-            "density": self.density.tolist(),
-        }
+        return plain_dict(self)
 
 
 @dataclass(frozen=True, eq=False)
