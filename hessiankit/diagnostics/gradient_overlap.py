@@ -117,13 +117,11 @@ def gradient_overlap(
             a zero gradient, or ``top`` larger than the dimension.
     """
     if gradient is None:
-        get = getattr(op, "gradient", None)
-        if not callable(get):
+        gradient = op.gradient()
+        if gradient is None:
             raise OperatorError(
                 f"{type(op).__name__} has no gradient(); pass gradient= (a vector of length {op.dim})"
             )
-        gradient = get()
-    assert gradient is not None
     g = gradient.detach().reshape(-1).to(torch.float64)
     if g.numel() != op.dim:
         raise OperatorError(

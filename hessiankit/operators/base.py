@@ -103,6 +103,12 @@ class SymmetricOperator(ABC):
         """Whether :meth:`restrict` works: the subclass implements it."""
         return type(self).restrict is not SymmetricOperator.restrict
 
+    def gradient(self) -> torch.Tensor | None:
+        """The gradient, at the recorded point, of the loss whose Hessian this operator is, as
+        one ``dim`` vector; ``None`` when it has none (default: a local Hessian or a matrix;
+        :class:`~hessiankit.operators.loss.LossHessian` and the GGN return theirs)."""
+        return None
+
     def describe(self) -> dict[str, object]:
         """What this operator is, for reports and JSON (default: nothing known)."""
         return {}
