@@ -1,7 +1,7 @@
 """SLQ spectral density: hessiankit against PyHessian (the anchor), same operator, same budget.
 
 Operator: the Hessian of the mean cross-entropy loss w.r.t. all parameters of an MLP
-64-128-128-10 (tanh, float32, 26,122 parameters) on 256 scikit-learn digits, the operator
+64-48-48-10 (tanh, float32, 5,962 parameters) on 256 scikit-learn digits, the operator
 PyHessian's ``hessian.density`` works on (``hk.LossHessian`` of the whole model). Both run
 ``PROBES`` Rademacher probes of ``STEPS`` Lanczos steps with full reorthogonalisation and
 return nodes and weights; we time each (best of ``REPEATS``) in this process and print the
