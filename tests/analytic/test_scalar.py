@@ -48,6 +48,7 @@ def test_linear_closed_forms_exact() -> None:
 
 
 # (2, 2, 2), every option away from its default, is the quick run's case.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "stride,padding,dilation",
     [

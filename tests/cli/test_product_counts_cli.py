@@ -22,6 +22,8 @@ TOP1_PRODUCTS = 13  # tol 1e-6 (default), from the gradient start
 TOP1_LOOSE_PRODUCTS = 11  # --tol 1e-3
 TOP10_PRODUCTS = 62  # single-vector Lanczos from the gradient (a block of 10 spends 131)
 
+pytestmark = pytest.mark.slow  # each test runs a whole analysis (seconds each)
+
 
 def _net() -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)

@@ -10,6 +10,7 @@ from diagnostics.dense import cnn, ggn, loss_hessian, mlp, top_eigh
 from hessiankit.diagnostics import compare_ggn_hessian
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mlp", pytest.param("cnn", marks=pytest.mark.slow)])
 def test_top_spectra_and_overlap_match_dense(kind: str) -> None:
     torch.manual_seed(5)

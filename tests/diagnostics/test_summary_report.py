@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -28,6 +30,7 @@ def _run() -> tuple[Diagnostics, torch.nn.Sequential, torch.Tensor, torch.Tensor
     return d, net, x, y
 
 
+@pytest.mark.slow
 def test_run_diagnostics_matches_dense_and_renders(tmp_path: Path) -> None:
     d, net, x, y = _run()
     # the gradient's share, from the loss Hessian's eigenvectors computed once (no second solve)

@@ -23,6 +23,7 @@ def _more_data(
 
 
 # One case in the quick run; the others use the same convolution dense reference (see conftest).
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind,keep_graphs",
     [
@@ -64,6 +65,7 @@ def test_all_blocks_over_a_loader(mlp_tanh):
     assert float((op.to_dense() - ref).abs().max()) <= 1e-10 * float(ref.abs().max())
 
 
+@pytest.mark.slow
 def test_batch_norm_train_over_several_batches_is_refused(conv_bn):
     net, x, y = conv_bn
     with pytest.raises(DataError, match="depend on how the data was split"):

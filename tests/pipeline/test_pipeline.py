@@ -183,6 +183,7 @@ def test_a_binding_basis_budget_is_said_in_a_note(mlp_tanh) -> None:
     assert not any("held within" in n for n in free.notes)
 
 
+@pytest.mark.slow
 def test_all_blocks_leaves_separable_blocks_to_the_exact_route() -> None:
     # all_blocks="always" with method="auto": the two conv blocks are separable over their
     # output channels (624 and 290 weights > SEPARABLE_MIN_DIM), so each goes the exact way on

@@ -43,6 +43,7 @@ def test_separable_blocks_cost_the_probe_only_and_equal_dense() -> None:
         np.testing.assert_allclose(s.top.eigenvalues, ev[::-1][:3], rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_loss_top1_from_the_gradient_stays_within_its_product_budget() -> None:
     net, x, y = _trained_free_mlp()
     cap = hk.capture(net, x, y)
@@ -55,6 +56,7 @@ def test_loss_top1_from_the_gradient_stays_within_its_product_budget() -> None:
     assert s.num_products <= LOSS_TOP1_PRODUCTS
 
 
+@pytest.mark.slow
 def test_loss_top10_runs_single_vector_lanczos_within_its_product_budget() -> None:
     net, x, y = _trained_free_mlp()
     cap = hk.capture(net, x, y)

@@ -27,6 +27,8 @@ from hessiankit.report.tables import fmt
 
 SLICES = {1: (0, 4), 2: (4, 5)}  # conv_bn blocks as slices of the Sequential
 
+pytestmark = pytest.mark.slow  # each test runs a whole analysis (seconds each)
+
 
 class _Page(HTMLParser):
     """Collects tags with their attributes, table rows by id, and raw text of <script>/<style>."""

@@ -24,6 +24,7 @@ def _bounds_hold(found: np.ndarray, bounds: np.ndarray, exact: np.ndarray) -> No
 
 
 # The distinct spectrum (1e-3..1e2 at tol 1e-10) runs the whole space: slow.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "k,name",
     [
@@ -52,6 +53,7 @@ def test_repeated_eigenvalue_needs_a_block_as_large_as_its_multiplicity():
     assert np.count_nonzero(np.isclose(r.top.eigenvalues, 3.0, rtol=1e-9)) == 4
 
 
+@pytest.mark.slow
 def test_psd_with_null_space_gives_smallest_nonzero_from_range_start():
     ev = spectra.with_zeros()
     op = spectra.with_spectrum(ev, seed=3, psd=True)

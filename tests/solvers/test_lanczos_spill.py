@@ -116,6 +116,7 @@ def test_tolerance_finer_than_float32_restarts_instead_of_spilling():
     assert forced.precision == pytest.approx(100 * EPS32 * forced.anorm)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("psd", [False, True])
 def test_float32_storage_floor_covers_the_true_error(psd):
     # Eigenvalues from 1e-9 to 1e3 (or a null space): the smallest ones sit far below what a

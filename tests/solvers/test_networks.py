@@ -39,6 +39,7 @@ def test_24_dim_weight_block_with_top_5_is_exact(method):
     np.testing.assert_allclose(np.sort(r.eigenvalues), np.sort(ev), rtol=1e-8, atol=1e-14)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
     [

@@ -40,6 +40,7 @@ def _float32_cases():
     return cases
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "method",
     ["dense", pytest.param("lanczos", marks=pytest.mark.slow)],  # Lanczos: many runs
@@ -60,6 +61,7 @@ def test_float32_kappa_marked_converged_lies_within_its_error_of_float64(method)
     assert claimed >= 2  # the well-conditioned ones are still answered
 
 
+@pytest.mark.slow
 def test_float32_eigenvalues_under_the_null_threshold_are_not_taken_for_zeros():
     # The README snippet's case: in float32 the 64 smallest eigenvalues (2e-5 ||A||) fall
     # under the null threshold 10 sqrt(n) eps32 ||A|| and kappa came out 45x too small.

@@ -41,7 +41,7 @@ def test_default_block_size_rule() -> None:
 
 @pytest.mark.parametrize("method", ["dense", "lanczos"])
 def test_spectrum_with_options_equals_keywords_and_dense(method: str) -> None:
-    ev = distinct(120)
+    ev = distinct(60)
     op = with_spectrum(ev, seed=1, psd=True)
     opts = SpectrumOptions(top=3, bottom=2, method=method, tol=1e-10)  # type: ignore[arg-type]
     by_options = spectrum(op, options=opts, top=1)  # the keyword is ignored, as documented

@@ -75,6 +75,7 @@ CONV_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("bn_mode,bn,act,pool,bias", CONV_CASES)
 def test_conv_block_weights_match_dense(
@@ -120,6 +121,7 @@ def test_last_linear_block_and_bn_without_affine(route: str) -> None:
         check_against_dense(op, separable_spectrum(op, top=2, route=route))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ["primal", "dual"])
 @pytest.mark.parametrize("with_bn", [True, False])
 def test_input_local_hessian_is_a_sum_over_samples(route: str, with_bn: bool) -> None:
@@ -188,6 +190,7 @@ def test_exact_kind_is_separable_through_the_primal_route() -> None:
     np.testing.assert_allclose(r.bottom.eigenvalues, dense[:2], rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_dataset_operator_over_batches() -> None:
     net = conv_net(True, nn.ReLU, nn.MaxPool2d(2), False)
     x = data(7)
@@ -318,6 +321,7 @@ def test_float32_jacobian_route_is_exact_at_the_float32_point(bn_mode: str) -> N
     assert c.kappa_error < 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("n_in", "m", "separable"), [(40, 8, True), (80, 100, False)])
 def test_top_only_takes_the_separable_route_when_its_parts_are_small(
     n_in: int, m: int, separable: bool

@@ -193,6 +193,7 @@ def test_smallest_node_carries_at_least_the_null_mass() -> None:
     assert d.zero_mass >= 60 / 200 - 4 * _probe_se(P0, 6)
 
 
+@pytest.mark.slow
 def test_reorthogonalisation_keeps_each_converged_node_single() -> None:
     # Long past the outliers' convergence, lost orthogonality makes ghost copies of them (the
     # plain recurrence shows a dozen); reorthogonalisation, whose second pass runs only where

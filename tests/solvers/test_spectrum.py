@@ -43,6 +43,7 @@ def test_policy_prices_the_routes():
     assert c.method == "lanczos" and "max_dense_bytes" in c.reason
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dense", "lanczos"])
 def test_condition_number_on_range_of_singular_psd(method):
     ev = spectra.with_zeros(200, 60)
