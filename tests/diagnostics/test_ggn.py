@@ -59,6 +59,7 @@ def test_network_linear_in_weights_has_hessian_equal_to_ggn() -> None:
     assert torch.allclose(G, loss_hessian(net, x, y, "cross-entropy"), rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_batch_norm_with_batch_statistics_couples_the_samples() -> None:
     # with batch statistics J couples the samples; H_L stays block-diagonal over them
     torch.manual_seed(13)

@@ -45,6 +45,7 @@ def test_top_and_bottom_match_eigh(name, k):
     _bounds_hold(r.bottom.eigenvalues, r.bottom.error_bounds, exact[:k])
 
 
+@pytest.mark.slow
 def test_repeated_eigenvalue_needs_a_block_as_large_as_its_multiplicity():
     ev = spectra.repeated()
     op = spectra.with_spectrum(ev, seed=2)
@@ -88,6 +89,7 @@ def test_bottom_of_a_kronecker_weight_hessian_is_not_claimed_from_a_tiny_basis()
     assert checked >= 12
 
 
+@pytest.mark.slow
 def test_random_start_on_psd_finds_the_zeros():
     ev = spectra.with_zeros()
     op = spectra.with_spectrum(ev, seed=3, psd=True)
@@ -163,6 +165,7 @@ def test_ritz_vectors_are_eigenvectors():
     )
 
 
+@pytest.mark.slow
 def test_a_given_start_near_the_top_eigenvector_saves_products_and_stays_exact():
     ev = spectra.distinct()
     op = spectra.with_spectrum(ev, seed=4)

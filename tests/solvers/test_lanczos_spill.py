@@ -95,6 +95,7 @@ def test_budget_forces_a_spill_and_restarts():
     _within_bounds(r.bottom.eigenvalues, r.bottom.error_bounds, exact[:2])
 
 
+@pytest.mark.slow
 def test_tolerance_finer_than_float32_restarts_instead_of_spilling():
     op = spectra.with_spectrum(spectra.indefinite(), seed=5)
     r = lanczos(

@@ -83,6 +83,7 @@ def test_readme_operator_in_float64_through_auto_and_lanczos():
     assert kr.num_products <= op.dim + 5
 
 
+@pytest.mark.slow
 def test_top_only_stops_at_the_tolerance_a_looser_tol_costs_fewer_products():
     # issue 16: no minimum Krylov size for top-only requests beyond what the tolerance needs
     op = networks.loss_hessian_whole_model()

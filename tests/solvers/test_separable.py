@@ -172,6 +172,7 @@ def test_probe_rejects_an_operator_that_couples_parts() -> None:
     assert "leaks" in str(_probe(MatrixOperator(coupled), parts, 0))
 
 
+@pytest.mark.slow
 def test_exact_kind_is_separable_through_the_primal_route() -> None:
     net = conv_net(True, nn.Tanh, nn.AvgPool2d(2), True)
     x = data(5)
@@ -202,6 +203,7 @@ def test_dataset_operator_over_batches() -> None:
     check_against_dense(op, r)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_small_memory_budget_forms_the_blocks_in_several_passes() -> None:
     net = conv_net(True, nn.ReLU, nn.MaxPool2d(2), True)
     op = hk.LocalHessian(hk.capture(net, data(), bn="train"), 1)
@@ -256,6 +258,7 @@ def test_vgg_small_every_block() -> None:
         check_against_dense(op, r)
 
 
+@pytest.mark.slow
 def test_grouped_conv_is_separable_without_the_factored_route() -> None:
     torch.manual_seed(4)
     net = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
@@ -280,6 +283,7 @@ def test_progress_counts_parts_and_linear_on_sequences_is_refused() -> None:
     assert s is None and "3-d input" in why
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ROUTES)
 def test_blocks_of_the_reported_pairs_are_formed_again_when_not_kept(
     route: str, monkeypatch: pytest.MonkeyPatch

@@ -13,6 +13,7 @@ from hessiankit.solvers import condition_from_eigenvalues, dense_eigh, spectrum
 from hessiankit.solvers.policy import choose_method
 
 
+@pytest.mark.slow
 def test_auto_dense_threshold_still_overrides_the_cost_rule():
     small = spectra.with_spectrum(spectra.distinct(50), seed=0)
     big = spectra.with_spectrum(spectra.distinct(150), seed=0)
@@ -60,6 +61,7 @@ def test_condition_number_on_range_of_singular_psd(method):
         assert r.condition.rank is None and "rank unknown" in r.condition.note
 
 
+@pytest.mark.slow
 def test_condition_of_indefinite_by_lanczos_is_left_unknown_with_a_reason():
     op = spectra.with_spectrum(spectra.indefinite(), seed=2)
     r = spectrum(op, top=1, bottom=1, method="lanczos", tol=1e-8)
