@@ -427,6 +427,10 @@ def aggregate(out: Path) -> dict:
                 )
                 ok = bool(b["converged"])
                 d["kappa"].append(b["kappa"] if ok else None)
+                # not converged: the smallest nonzero eigenvalue sits at the precision floor
+                # (weights: within a few times float64's floor, so kappa is unresolved, of the
+                # order of 1e11 or more); kept apart, drawn as crosses, never in the stats
+                d.setdefault("unresolved_kappa", []).append(None if ok else b["kappa"])
                 d["rank"].append(b["rank"])
                 d["nullity"].append(b["nullity"])
                 d["methods"].append(b["method"])
@@ -436,7 +440,7 @@ def aggregate(out: Path) -> dict:
             for side in ("weights", "input"):
                 for d in e[side].values():
                     d["stats"] = _stats(d["kappa"])
-                    d["log10_kappa_median_over_blocks"] = None
+                    d["unresolved"] = sum(k is not None for k in d.get("unresolved_kappa", []))
             for side in ("weights", "input"):
                 meds = [d["stats"]["median"] for d in e[side].values() if d["stats"]["n"]]
                 e[f"{side}_median_kappa_over_blocks"] = float(np.median(meds)) if meds else None
@@ -493,7 +497,18 @@ def plot_kappa(summary: dict, out: Path, side: str = "weights") -> list[str]:
                     ax.fill_between(
                         idx, np.maximum(lo, 1.0), np.maximum(hi, 1.0), color=color, alpha=0.2, lw=0
                     )
-                    handles[label] = (h, n)
+                    handles[label] = (h, max(n, handles.get(label, (None, 0))[1]))
+                    bad = [
+                        (i, k)
+                        for i, b in zip(idx, blocks)
+                        for k in e[side][b].get("unresolved_kappa", [])
+                        if k is not None
+                    ]
+                    if bad:
+                        hx = ax.scatter(
+                            [i for i, _ in bad], [k for _, k in bad], marker="x", color=color, s=22
+                        )
+                        handles[f"{label}: not resolved"] = (hx, 0)
                 ax.set_yscale("log")
                 ax.set_ylim(bottom=1.0)
                 ax.set_title(
@@ -507,12 +522,18 @@ def plot_kappa(summary: dict, out: Path, side: str = "weights") -> list[str]:
                         else "kappa of input local Hessian"
                     )
                 ax.grid(True, which="major", alpha=0.3)
-        labels = [f"{k} (median, band min-max over {n} seeds)" for k, (_, n) in handles.items()]
+        labels = [
+            f"{k[: -len(': not resolved')]}: kappa not resolved (smallest nonzero eigenvalue at "
+            "the float64 floor; one cross per seed)"
+            if k.endswith("not resolved")
+            else f"{k}: median, band min-max over {n} seeds"
+            for k, (_, n) in handles.items()
+        ]
         fig.legend(
             [h for h, _ in handles.values()],
             labels,
             loc="lower center",
-            ncol=2,
+            ncol=1,
             frameon=False,
             bbox_to_anchor=(0.5, 0.0),
         )
@@ -522,7 +543,7 @@ def plot_kappa(summary: dict, out: Path, side: str = "weights") -> list[str]:
             f"the range ({what}), clipped at 1",
             fontsize=11,
         )
-        fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+        fig.tight_layout(rect=(0, 0.04 + 0.025 * len(handles), 1, 0.97))
         name = f"{'' if side == 'weights' else 'input_'}kappa_{arch}.png"
         fig.savefig(out / name, dpi=120)
         pyplot.close(fig)
@@ -561,6 +582,17 @@ def plot_spectra(out: Path, config: str, seed: int = 0) -> str | None:
             ax.set_xlabel("log10(lambda / lambda_max)", fontsize=8)
             ax.set_ylabel("fraction of nonzero eigenvalues", fontsize=7)
             ax.tick_params(labelsize=7)
+    lo = min(
+        (
+            int(np.flatnonzero(w["spectrum_hist"])[0])
+            for r in runs
+            for w in r["weights"]
+            if any(w.get("spectrum_hist", []))
+        ),
+        default=0,
+    )
+    for b in range(nb):
+        axes[b // cols][b % cols].set_xlim(HIST_EDGES[lo] - 0.5, 0.25)
     for b in range(nb, rows * cols):
         axes[b // cols][b % cols].axis("off")
     fig.legend(
@@ -708,9 +740,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
     summary = aggregate(out)
     figs = plot_kappa(summary, out, "weights") + plot_kappa(summary, out, "input")
-    spec = plot_spectra(out, "vgg13-bn-he")
-    if spec:
-        figs.append(spec)
+    for config in ("vgg13-bn-he", "vgg13-nobn-he"):
+        spec = plot_spectra(out, config)
+        if spec:
+            figs.append(spec)
     (out / "table.md").write_text(
         "## Weight local Hessians: median kappa over seeds (exact)\n\n"
         + table(summary)
