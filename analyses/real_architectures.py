@@ -444,7 +444,53 @@ def aggregate(out: Path) -> dict:
             for side in ("weights", "input"):
                 meds = [d["stats"]["median"] for d in e[side].values() if d["stats"]["n"]]
                 e[f"{side}_median_kappa_over_blocks"] = float(np.median(meds)) if meds else None
-    return {"configs": summary, "runs": len(runs)}
+    return {"configs": summary, "runs": len(runs), "comparisons": compare(summary)}
+
+
+def _block_medians(summary: dict, name: str, epoch: str) -> dict[str, float] | None:
+    """Median weight kappa over seeds per block, an unresolved value counting as +inf."""
+    e = summary.get(name, {}).get("epochs", {}).get(epoch)
+    if not e or not e["weights"]:
+        return None
+    out = {}
+    for b, d in e["weights"].items():
+        vals = [k if k is not None else math.inf for k in d["kappa"]]
+        vals = [v for v, u in zip(vals, d["unresolved_kappa"]) if v != math.inf or u is not None]
+        out[b] = float(np.median(vals)) if vals else math.nan
+    return out
+
+
+def compare(summary: dict) -> dict:
+    """Per init and checkpoint: in how many blocks BN (skip) has the smaller median kappa than
+    no BN (no skip), and orthogonal than He; median over blocks of log10 of the ratio."""
+    pairs = [
+        (f"{a}-{i}", f"{b}-{i}", f"{a} vs {b}, {i}")
+        for a, b in (("vgg13-bn", "vgg13-nobn"), ("resnet20-skip", "resnet20-noskip"))
+        for i in ("he", "orth")
+    ] + [
+        (f"{v}-orth", f"{v}-he", f"{v}: orth vs he")
+        for v in ("vgg13-bn", "vgg13-nobn", "resnet20-skip", "resnet20-noskip")
+    ]
+    out: dict = {}
+    epochs = sorted({e for c in summary.values() for e in c["epochs"]}, key=int)
+    for a, b, label in pairs:
+        for ep in epochs:
+            ma, mb = _block_medians(summary, a, ep), _block_medians(summary, b, ep)
+            if ma is None or mb is None:
+                continue
+            common = [k for k in ma if k in mb and not (math.isnan(ma[k]) or math.isnan(mb[k]))]
+            finite = [k for k in common if math.isfinite(ma[k]) and math.isfinite(mb[k])]
+            ratios = [math.log10(ma[k] / mb[k]) for k in finite]
+            out[f"{label}, epoch {ep}"] = {
+                "blocks": len(common),
+                "first_smaller": sum(ma[k] < mb[k] for k in common),
+                "median_log10_ratio": float(np.median(ratios)) if ratios else None,
+                "seeds": [
+                    len(summary[a]["epochs"][ep]["seeds"]),
+                    len(summary[b]["epochs"][ep]["seeds"]),
+                ],
+            }
+    return out
 
 
 def _pairs() -> dict[str, list[str]]:
@@ -744,9 +790,19 @@ def main(argv: list[str] | None = None) -> int:
         spec = plot_spectra(out, config)
         if spec:
             figs.append(spec)
+    comp = "\n".join(
+        f"| {k} | {v['first_smaller']} of {v['blocks']} | "
+        + (f"{v['median_log10_ratio']:+.2f}" if v["median_log10_ratio"] is not None else "-")
+        + f" | {v['seeds'][0]}, {v['seeds'][1]} |"
+        for k, v in summary["comparisons"].items()
+    )
     (out / "table.md").write_text(
         "## Weight local Hessians: median kappa over seeds (exact)\n\n"
         + table(summary)
+        + "\n\n## Comparisons (weight kappa, per block: median over seeds; unresolved = worst)\n\n"
+        + "| comparison | blocks where the first is smaller | median log10 ratio | seeds |\n"
+        + "|---|---|---|---|\n"
+        + comp
         + "\n\n## Input local Hessians: median over converged seeds\n\n"
         + table(summary, "input")
         + "\n"
