@@ -671,8 +671,11 @@ def table(summary: dict, side: str = "weights") -> str:
             meds = []
             for b in blocks:
                 s = e[side][b]["stats"]
-                meds.append(f"{s['median']:.3g}" if s["n"] else "-")
+                u = e[side][b].get("unresolved", 0)
+                meds.append((f"{s['median']:.3g}" if s["n"] else "-") + (f" ({u}u)" if u else ""))
             lines.append(f"| {name} | {ep} | {len(e['seeds'])} | " + " | ".join(meds) + " |")
+    if not lines:
+        return "(none measured: the run had --input-batch 0)" if side == "input" else "(none)"
     width = max((len(line.split("|")) - 5 for line in lines), default=0)
     head = "| config | epoch | seeds | " + " | ".join(f"b{i + 1}" for i in range(width)) + " |"
     sep = "|" + "---|" * (3 + width)
@@ -797,7 +800,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in summary["comparisons"].items()
     )
     (out / "table.md").write_text(
-        "## Weight local Hessians: median kappa over seeds (exact)\n\n"
+        "## Weight local Hessians: median kappa over seeds (exact; (ku): k seeds unresolved, "
+        "smallest eigenvalue at the float64 floor, left out of the median)\n\n"
         + table(summary)
         + "\n\n## Comparisons (weight kappa, per block: median over seeds; unresolved = worst)\n\n"
         + "| comparison | blocks where the first is smaller | median log10 ratio | seeds |\n"
