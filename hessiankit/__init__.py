@@ -24,7 +24,8 @@ compute), :class:`GGNOperator` (its generalized Gauss-Newton part), :func:`hessi
 :class:`BackMatchingPropagation` (Procedure 1), :class:`ScaleAmendedSGD` (Algorithm 2),
 :func:`block_pace` (each block's progress per step). Beyond the paper:
 :func:`run_diagnostics` (:mod:`hessiankit.diagnostics`: GGN vs Hessian, outliers, stability).
-Data and models: :func:`load_dataset`, :func:`load_model` (safe by default), :func:`vgg`.
+Data and models: :func:`load_dataset`, :func:`load_model` (safe by default), :func:`vgg`,
+:func:`resnet20`.
 Pictures: :mod:`hessiankit.plots`, :mod:`hessiankit.report`.
 
 Imports are lazy (PEP 562): ``import hessiankit`` loads no torch; the first use of a name
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs; imported on
     from hessiankit.errors import HessiankitError
     from hessiankit.io import load_model
     from hessiankit.diagnostics import run_diagnostics
-    from hessiankit.models import default_model, vgg
+    from hessiankit.models import default_model, resnet20, vgg
     from hessiankit.operators import (
         GGNOperator,
         LocalHessian,
@@ -94,6 +95,7 @@ _LAZY: dict[str, str] = {
     "load_model": "hessiankit.io",
     "default_model": "hessiankit.models",
     "vgg": "hessiankit.models",
+    "resnet20": "hessiankit.models",
     **dict.fromkeys(
         (
             "GGNOperator",
@@ -194,6 +196,7 @@ __all__ = [
     "load_model",
     "pace_capture",
     "power_iteration",
+    "resnet20",
     "run_diagnostics",
     "slq",
     "spectrum",

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from hessiankit.models.init import check_init, init_weights
+
 __all__ = ["VGG_CONFIGS", "vgg", "vgg_config"]
 
 Config = Sequence[int | str]
@@ -87,6 +89,7 @@ def vgg(
     num_classes: int = 10,
     width: float = 1.0,
     batch_norm: bool = True,
+    init: str = "he",
     seed: int | None = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Sequential:
@@ -101,16 +104,20 @@ def vgg(
         batch_norm: put ``BatchNorm2d`` after every conv. Convs then have no bias: a bias before
             BN only adds null directions to the Hessians (vgg13: 9,413,066 weights, the common
             CIFAR VGG13-BN's 9,416,010 less its 2,944 conv biases).
+        init: ``"he"`` (default): Kaiming-normal (fan-out, ReLU) convs, linear
+            ``N(0, 0.01^2)`` (torchvision's VGG recipe); ``"orthogonal"``: reshaped kernels
+            ``sqrt(2) Q`` with ``Q Q^T = I``, linear ``Q``
+            (:func:`hessiankit.models.init.init_weights`). BN weight 1, biases 0 under both.
         seed: seed of the initialisation (``None``: torch's global generator).
-        dtype: parameter dtype (default: torch's default).
-
-    Initialisation: Kaiming-normal (fan-out, ReLU) convs, BN weight 1 and bias 0, linear
-    ``N(0, 0.01^2)`` with zero bias (torchvision's VGG recipe).
+        dtype: parameter dtype (default: torch's default). ``"he"`` draws in float32 and
+            converts; ``"orthogonal"`` writes its float64 factors into the converted model, so
+            a float64 model is orthogonal to rounding.
 
     Raises:
-        ValueError: an invalid configuration or size.
+        ValueError: an invalid configuration, size or ``init``.
     """
     layers = vgg_config(cfg, width)
+    check_init(init)
     if in_channels < 1 or num_classes < 1:
         raise ValueError("in_channels and num_classes must be positive")
     mods: list[nn.Module] = []
@@ -134,24 +141,10 @@ def vgg(
             classifier=nn.Linear(c_in, num_classes),
         )
     )
-    _init(net, seed)
+    if init == "he":  # draws in float32, then converts (the builder's original behaviour)
+        init_weights(net, init, seed)
     if dtype is not None:
         net = net.to(dtype)
+    if init != "he":
+        init_weights(net, init, seed)
     return net
-
-
-def _init(net: nn.Module, seed: int | None) -> None:
-    gen = None if seed is None else torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
-                m.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=gen)
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-            elif isinstance(m, nn.Linear):
-                m.weight.normal_(0.0, 0.01, generator=gen)
-                m.bias.zero_()

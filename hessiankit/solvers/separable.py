@@ -356,7 +356,11 @@ class _Jacobian(_Runner):
         got = self.fj.output(idx).permute(1, 0, 2).reshape(-1)  # (channel, sample, position)
         want = self.op.capture.block_output(self.op.block).reshape(-1)[self.s.out_parts.reshape(-1)]
         scale = float(want.abs().max()) if want.numel() else 0.0
-        if float((got - want).abs().max()) > 1e3 * torch.finfo(want.dtype).eps * max(scale, 1e-300):
+        # 1e3 eps, widened with the values per channel (what a batch-norm statistic sums over,
+        # in another order than the capture's): 512 images of 32x32 differed by 5.7e3 eps.
+        per_channel = want.numel() / max(self.s.num_parts, 1)
+        tol = 1e3 * max(1.0, per_channel / 1e4) * torch.finfo(want.dtype).eps
+        if float((got - want).abs().max()) > tol * max(scale, 1e-300):
             raise NumericalError(
                 f"the factored block {self.op.block.name} does not reproduce the block output"
             )

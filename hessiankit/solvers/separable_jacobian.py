@@ -246,9 +246,11 @@ class FactoredJacobian:
                 continue
             fn = s.call if s.kind == "function" else s.module
             assert fn is not None  # set for "function" and "module" steps
-            tiled = x.unsqueeze(1).expand(m, k, q, *rest).reshape(m, k * q, *rest)
-            tangent = dy.expand(m, k, q, *rest).reshape(m, k * q, *rest)
-            if getattr(fn, "inplace", False):
+            # contiguous: reshape keeps expand's stride-0 view when k = 1 or the map is 1x1,
+            # and forward-mode AD refuses a dual whose elements share memory
+            tiled = x.unsqueeze(1).expand(m, k, q, *rest).reshape(m, k * q, *rest).contiguous()
+            tangent = dy.expand(m, k, q, *rest).reshape(m, k * q, *rest).contiguous()
+            if getattr(fn, "inplace", False) and tiled.data_ptr() == x.data_ptr():
                 tiled = tiled.clone()
             got = jvp(fn, (tiled,), (tangent,))
             out, dout = got[0], got[1]

@@ -346,3 +346,33 @@ def test_top_only_takes_the_separable_route_when_its_parts_are_small(
     ev = torch.linalg.eigvalsh(op.to_dense()).numpy()
     np.testing.assert_allclose(r.top.eigenvalues, ev[::-1][:5], rtol=1e-8)
     assert r.top.all_converged
+
+
+def test_jacobian_route_through_max_pool_to_a_1x1_map_and_global_pool() -> None:
+    # The last conv unit of a narrow VGG13 without BN (conv -> ReLU -> max-pool to 1x1 ->
+    # global average pool -> flatten): the tiled primal and tangent of the pooling steps shared
+    # memory unless copied, which forward-mode AD refuses.
+    net = hk.vgg("vgg13", in_channels=1, width=1 / 32, batch_norm=False, seed=0).double()
+    x = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    op = hk.LocalHessian(hk.capture(net, x), 10)
+    r = separable_spectrum(op, top=1, route="jacobian")
+    dense = np.linalg.eigvalsh(op.to_dense().numpy())
+    np.testing.assert_allclose(np.sort(r.eigenvalues), dense, rtol=0, atol=1e-12 * dense[-1])
+
+
+@pytest.mark.slow  # a 512-image capture at 32x32 (about 20 s)
+def test_jacobian_route_output_check_scales_with_the_values_per_channel() -> None:
+    # 512 padded-looking 32x32 images (524k values per batch-norm statistic, a constant
+    # border): the factored block's output differs from the capture's by thousands of eps
+    # (another summation order); the route must accept it, and its top eigenvalue agree with
+    # Lanczos on the operator's own products.
+    net = hk.vgg([8, 8], in_channels=1, num_classes=2, seed=0).double()
+    x = torch.randn(512, 1, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for edge in (slice(0, 2), slice(-2, None)):
+        x[:, :, edge] = -0.81
+        x[:, :, :, edge] = -0.81
+    op = hk.LocalHessian(hk.capture(net, x, bn="train"), 1)
+    r = separable_spectrum(op, top=1, bottom=1, route="jacobian")
+    ref = hk.spectrum(op, top=1, bottom=0, method="lanczos", tol=1e-10)
+    assert r.condition.converged and ref.top.all_converged
+    assert float(r.top.eigenvalues[0]) == pytest.approx(float(ref.top.eigenvalues[0]), rel=1e-8)
