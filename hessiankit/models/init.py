@@ -14,8 +14,6 @@ its own dtype: a float64 model has ``Q Q^T = I`` to rounding.
 Batch norm: weight 1, bias 0 under both.
 
 Example:
-    >>> import torch
-    >>> from torch import nn
     >>> lin = nn.Linear(6, 3).double()
     >>> init_weights(lin, "orthogonal", seed=0)
     >>> bool(torch.allclose(lin.weight @ lin.weight.T, torch.eye(3, dtype=torch.float64)))

@@ -28,8 +28,6 @@ same seed, with the identity path removed: each unit computes ``phi(z)`` alone (
 ``nn.Sequential`` in the unit's place, same module paths inside ``branch``).
 
 Example:
-    >>> import torch
-    >>> import hessiankit as hk
     >>> net = resnet20(in_channels=1, width=0.25, seed=0)
     >>> net(torch.zeros(2, 1, 32, 32)).shape
     torch.Size([2, 10])
