@@ -23,14 +23,15 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import nn
 
-__all__ = ["INITS", "Init", "init_weights", "orthogonal_matrix"]
+__all__ = ["INITS", "Init", "init_weights", "initialised", "orthogonal_matrix"]
 
 Init = Literal["he", "orthogonal"]
+_M = TypeVar("_M", bound=nn.Module)
 INITS: tuple[str, ...] = ("he", "orthogonal")
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -96,3 +97,16 @@ def _orthogonal_(w: torch.Tensor, gain: float, gen: torch.Generator | None) -> N
     cols = w.numel() // rows
     q = orthogonal_matrix(rows, cols, gen)
     w.copy_((gain * q).reshape(w.shape).to(w.dtype))
+
+
+def initialised(net: _M, init: str, seed: int | None, dtype: torch.dtype | None) -> _M:
+    """``net`` initialised by ``init`` and cast to ``dtype``, in the builders' order: He draws in
+    float32 and then converts (the original draws, unchanged by ``dtype``); orthogonal is drawn
+    after the cast, so a float64 model is orthogonal to float64 rounding."""
+    if init == "he":
+        init_weights(net, init, seed)
+    if dtype is not None:
+        net.to(dtype)  # in place: a module keeps its identity
+    if init != "he":
+        init_weights(net, init, seed)
+    return net

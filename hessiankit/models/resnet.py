@@ -42,7 +42,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from hessiankit.models.init import check_init, init_weights
+from hessiankit.models.init import check_init, initialised
 from hessiankit.models.residual import Residual
 
 __all__ = ["RESNET20_STAGES", "Plain", "resnet20"]
@@ -140,10 +140,4 @@ def resnet20(
         ("classifier", nn.Linear(c3, num_classes)),
     ]
     net = nn.Sequential(OrderedDict(parts))
-    if init == "he":  # as vgg: draw in float32, then convert
-        init_weights(net, init, seed)
-    if dtype is not None:
-        net = net.to(dtype)
-    if init != "he":
-        init_weights(net, init, seed)
-    return net
+    return initialised(net, init, seed, dtype)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from hessiankit.models.init import check_init, init_weights
+from hessiankit.models.init import check_init, initialised
 
 __all__ = ["VGG_CONFIGS", "vgg", "vgg_config"]
 
@@ -141,10 +141,4 @@ def vgg(
             classifier=nn.Linear(c_in, num_classes),
         )
     )
-    if init == "he":  # draws in float32, then converts (the builder's original behaviour)
-        init_weights(net, init, seed)
-    if dtype is not None:
-        net = net.to(dtype)
-    if init != "he":
-        init_weights(net, init, seed)
-    return net
+    return initialised(net, init, seed, dtype)
