@@ -264,6 +264,8 @@ class FactoredJacobian:
         post = {n: self.params[n][channels] for n in post_names}
         with torch.no_grad(), full_precision():
             out = self._post(self.block.y[:, channels], post, channels)
+            if self.block.skip is not None:  # a residual unit's identity path
+                out = out + self.block.skip[:, channels].to(out.dtype)
         return out.reshape(self.m, channels.numel(), -1)
 
     def jacobians(self, channels: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ channel) and columns (parameters by channel), and the weight local Hessian is th
     H_W = \bigoplus_o \tfrac1m J_o^T J_o ,
 
 which also holds for the exact kind (``d^2 F_{o,i} / dW^2`` is supported on channel o's block).
+A residual unit ``z + branch(z)`` (:class:`~hessiankit.models.Residual`) with such a branch has
+the same structure and the same weight Jacobian: the identity path does not depend on the weights.
 
 **Samples (w.r.t. the input).** Without batch coupling (no batch norm, or batch norm with running
 statistics) sample i's output depends on sample i's input only, and ``H_z = \bigoplus_i J_i^T J_i``.
@@ -56,11 +58,12 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from hessiankit.blocks.capture import run_block
+from hessiankit.blocks.capture import BlockCapture, run_block
 from hessiankit.blocks.modes import BNMode
 from hessiankit.blocks.module_kinds import BATCHNORM, CONV, DROPOUT
 from hessiankit.operators.base import SymmetricOperator
 from hessiankit.operators.dataset import DatasetOperator
+from hessiankit.models.residual import Residual
 from hessiankit.operators.local import LocalHessian
 
 __all__ = [
@@ -158,6 +161,8 @@ class FactoredBlock:
         buffers: the batch-norm buffers (running statistics) by full name.
         bn: the batch-norm mode of the capture.
         names: the operator's variables, in its order (each maps to one parameter).
+        skip: for a residual unit ``z + post(lin(x))``, its input ``z`` (added to the output,
+            constant in the weights); ``None`` otherwise.
     """
 
     lin: nn.Module
@@ -168,6 +173,7 @@ class FactoredBlock:
     buffers: dict[str, torch.Tensor]
     bn: BNMode
     names: tuple[str, ...]
+    skip: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -328,6 +334,26 @@ class _Found:
     factored: FactoredBlock | None
 
 
+def _residual_branch(
+    gm: fx.GraphModule, nodes: list[fx.Node]
+) -> tuple[fx.GraphModule, list[fx.Node], str] | None:
+    """For a block that is one :class:`~hessiankit.models.Residual` unit (identity skip), its
+    branch's graph, data nodes and module path prefix; ``None`` otherwise."""
+    if len(nodes) != 1 or nodes[0].op != "call_module":
+        return None
+    unit = _module(gm, nodes[0])
+    if type(unit) is not Residual:
+        return None
+    try:
+        branch = fx.symbolic_trace(unit.branch)
+    except Exception:  # untraceable branch: no structure claimed  # noqa: BLE001
+        return None
+    traced = _traced(branch)
+    if isinstance(traced, str):
+        return None
+    return traced[0], traced[1], f"{nodes[0].target}.branch."
+
+
 def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
     blk, cap = op.block, op.capture
     if blk.index == 0:
@@ -336,6 +362,12 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
     if isinstance(traced, str):
         return traced
     gm, nodes = traced
+    # A residual unit z + branch(z) has the branch's weight Jacobian (the identity path does not
+    # depend on the weights): analyse the branch, and add z back only to the output.
+    residual = _residual_branch(gm, nodes)
+    prefix = ""
+    if residual is not None:
+        gm, nodes, prefix = residual
     prev: fx.Node | None = None
     for n in nodes:  # one chain: every node reads the one before it
         data = [a for a in n.all_input_nodes]
@@ -349,7 +381,7 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
         return "the block has no weighted module"
     w = weighted[0]
     lin = _module(gm, nodes[w])
-    lin_name = str(nodes[w].target)
+    lin_name = prefix + str(nodes[w].target)
     if type(lin) not in (*CONV, nn.Linear):
         return f"{lin_name} ({type(lin).__name__}) is not a Conv1d/2d/3d or Linear layer"
     # Parameter-free steps before it only transform the fixed input. Record the weighted
@@ -374,7 +406,7 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
     for n in nodes[w + 1 :]:
         if n.op == "call_module":
             mod = _module(gm, n)
-            name = str(n.target)
+            name = prefix + str(n.target)
             kind = type(mod)
             if kind in BATCHNORM:
                 bn_mod: nn.modules.batchnorm._BatchNorm = mod  # type: ignore[assignment]
@@ -392,6 +424,8 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
                 steps.append(PostStep("module", mod, name))
             elif kind is nn.Flatten:
                 fl: nn.Flatten = mod  # type: ignore[assignment]
+                if residual is not None:
+                    return f"{name} flattens inside a residual branch"
                 if flat or fl.start_dim != 1 or fl.end_dim not in (-1, ndim - 1):
                     return f"{name} does not flatten (channels, positions) per sample"
                 steps.append(PostStep("flatten", mod, name))
@@ -402,7 +436,7 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
         elif _is_elementwise_call(n):
             steps.append(PostStep("function", None, n.name, _node_call(n)))
             chain.append(str(getattr(n.target, "__name__", n.target)))
-        elif _is_flatten_call(n) and not flat:
+        elif _is_flatten_call(n) and not flat and residual is None:
             steps.append(PostStep("flatten", None, n.name))
             chain.append("flatten")
             flat = True
@@ -413,6 +447,9 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
     if stray:
         return f"parameter {stray[0]} is not per output channel"
     state = cap.state
+    z = cap.block_input(blk) if residual is not None else None
+    if z is not None and z.shape != out.shape:
+        return "the residual unit changes the shape of its input"
     if out.shape[0] != x.shape[0] or out[0].numel() % C:
         return "the block output is not (samples, channels x positions)"
     parts = _channel_parts([state.params[n] for n in names], C)
@@ -430,8 +467,11 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
             for b in (f"{s.name}.running_mean", f"{s.name}.running_var")
             if b in state.buffers
         }
-        factored = FactoredBlock(lin, lin_name, x, y, tuple(steps), buffers, cap.bn, names)
-    reason = " -> ".join(chain) + f": {C} output channels, each with its own parameters"
+        factored = FactoredBlock(lin, lin_name, x, y, tuple(steps), buffers, cap.bn, names, z)
+    reason = " -> ".join(chain)
+    if residual is not None:
+        reason = f"Residual({reason})"
+    reason += f": {C} output channels, each with its own parameters"
     return _Found("channels", parts, out_parts, reason, factored)
 
 
@@ -466,12 +506,8 @@ _PER_SAMPLE = (
 )
 
 
-def _sample_structure(op: LocalHessian) -> _Found | str:
-    blk, cap = op.block, op.capture
-    traced = _traced(blk.function)
-    if isinstance(traced, str):
-        return traced
-    gm, nodes = traced
+def _sample_chain(gm: fx.GraphModule, nodes: list[fx.Node], cap: BlockCapture) -> list[str] | str:
+    """The names of the per-sample steps, or why a node may couple samples."""
     chain: list[str] = []
     for n in nodes:
         if n.op == "call_module":
@@ -483,6 +519,16 @@ def _sample_structure(op: LocalHessian) -> _Found | str:
             elif type(mod) is nn.Flatten:
                 if getattr(mod, "start_dim", 0) < 1:
                     return f"{n.target} flattens the batch dimension"
+            elif type(mod) is Residual:  # z + branch(z): per sample when the branch is
+                try:
+                    traced = _traced(fx.symbolic_trace(mod.branch))
+                except Exception:  # untraceable branch: no structure claimed  # noqa: BLE001
+                    traced = "its branch cannot be traced"
+                inner = traced if isinstance(traced, str) else _sample_chain(*traced, cap)
+                if isinstance(inner, str):
+                    return f"{n.target} (Residual): {inner}"
+                chain.append("Residual(" + " -> ".join(inner) + ")")
+                continue
             elif type(mod) not in _PER_SAMPLE:
                 return f"{n.target} ({type(mod).__name__}) may couple samples or is unknown"
             chain.append(type(mod).__name__)
@@ -492,6 +538,17 @@ def _sample_structure(op: LocalHessian) -> _Found | str:
             chain.append("add")
         else:
             return f"operation {n.name} ({n.target}) may couple samples"
+    return chain
+
+
+def _sample_structure(op: LocalHessian) -> _Found | str:
+    blk, cap = op.block, op.capture
+    traced = _traced(blk.function)
+    if isinstance(traced, str):
+        return traced
+    chain = _sample_chain(*traced, cap)
+    if isinstance(chain, str):
+        return chain
     z = cap.block_input(blk)
     with torch.no_grad():
         out = run_block(blk, cap.state, cap.bn, z)
