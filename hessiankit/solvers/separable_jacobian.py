@@ -264,9 +264,10 @@ class FactoredJacobian:
         post = {n: self.params[n][channels] for n in post_names}
         with torch.no_grad(), full_precision():
             out = self._post(self.block.y[:, channels], post, channels)
+            out = out.reshape(self.m, channels.numel(), -1)
             if self.block.skip is not None:  # a residual unit's identity path
-                out = out + self.block.skip[:, channels].to(out.dtype)
-        return out.reshape(self.m, channels.numel(), -1)
+                out = out + self.block.skip[:, channels].reshape(out.shape).to(out.dtype)
+        return out
 
     def jacobians(self, channels: torch.Tensor) -> torch.Tensor:
         """``J_o`` for the given channels: ``(q, m S_out, d)``, columns in the operator's order."""

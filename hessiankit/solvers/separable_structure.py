@@ -334,15 +334,23 @@ class _Found:
     factored: FactoredBlock | None
 
 
+def _is_flatten_node(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        mod = _module(gm, node)
+        return type(mod) is nn.Flatten and mod.start_dim == 1 and mod.end_dim == -1
+    return _is_flatten_call(node)
+
+
 def _residual_branch(
     gm: fx.GraphModule, nodes: list[fx.Node]
-) -> tuple[fx.GraphModule, list[fx.Node], str] | None:
-    """For a block that is one :class:`~hessiankit.models.Residual` unit (identity skip), its
-    branch's graph, data nodes and module path prefix; ``None`` otherwise."""
-    if len(nodes) != 1 or nodes[0].op != "call_module":
+) -> tuple[fx.GraphModule, list[fx.Node], str, bool] | None:
+    """For a block that is one :class:`~hessiankit.models.Residual` unit (identity skip),
+    possibly followed by a flatten, its branch's graph, data nodes, module path prefix and
+    whether the output is flattened; ``None`` otherwise."""
+    if not nodes or nodes[0].op != "call_module":
         return None
     unit = _module(gm, nodes[0])
-    if type(unit) is not Residual:
+    if type(unit) is not Residual or not all(_is_flatten_node(gm, n) for n in nodes[1:]):
         return None
     try:
         branch = fx.symbolic_trace(unit.branch)
@@ -351,7 +359,7 @@ def _residual_branch(
     traced = _traced(branch)
     if isinstance(traced, str):
         return None
-    return traced[0], traced[1], f"{nodes[0].target}.branch."
+    return traced[0], traced[1], f"{nodes[0].target}.branch.", len(nodes) > 1
 
 
 def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
@@ -365,9 +373,9 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
     # A residual unit z + branch(z) has the branch's weight Jacobian (the identity path does not
     # depend on the weights): analyse the branch, and add z back only to the output.
     residual = _residual_branch(gm, nodes)
-    prefix = ""
+    prefix, flatten_after = "", False
     if residual is not None:
-        gm, nodes, prefix = residual
+        gm, nodes, prefix, flatten_after = residual
     prev: fx.Node | None = None
     for n in nodes:  # one chain: every node reads the one before it
         data = [a for a in n.all_input_nodes]
@@ -442,13 +450,16 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
             flat = True
         else:
             return f"operation {n.name} ({n.target}) may mix channels"
+    if flatten_after:  # after the skip is added: shape only, channel-major like the rest
+        steps.append(PostStep("flatten", None, "flatten"))
+        chain.append("flatten")
     names = tuple(op.primal_names)
     stray = [n for n in names if n not in params_ok]
     if stray:
         return f"parameter {stray[0]} is not per output channel"
     state = cap.state
     z = cap.block_input(blk) if residual is not None else None
-    if z is not None and z.shape != out.shape:
+    if z is not None and z[0].numel() != out[0].numel():
         return "the residual unit changes the shape of its input"
     if out.shape[0] != x.shape[0] or out[0].numel() % C:
         return "the block output is not (samples, channels x positions)"
@@ -468,9 +479,9 @@ def _channel_structure(op: LocalHessian, *, allow_dual: bool) -> _Found | str:
             if b in state.buffers
         }
         factored = FactoredBlock(lin, lin_name, x, y, tuple(steps), buffers, cap.bn, names, z)
-    reason = " -> ".join(chain)
+    reason = " -> ".join(chain[:-1] if flatten_after else chain)
     if residual is not None:
-        reason = f"Residual({reason})"
+        reason = f"Residual({reason})" + (" -> flatten" if flatten_after else "")
     reason += f": {C} output channels, each with its own parameters"
     return _Found("channels", parts, out_parts, reason, factored)
 

@@ -420,3 +420,18 @@ def test_residual_unit_with_train_mode_bn_couples_the_samples() -> None:
     cap = hk.capture(residual_mlp(True, nn.ReLU), data(6, (5,)), bn="train")
     structure, why = separability(hk.LocalHessian(cap, 2, wrt="input"))
     assert structure is None and "Residual" in why and "batch statistics" in why
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("bn_mode", ["train", "eval"])
+def test_conv_residual_unit_followed_by_flatten_matches_dense(route: str, bn_mode: str) -> None:
+    # The unit's block also holds the flatten before the classifier: the skip is added before it.
+    torch.manual_seed(6)
+    branch = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, bias=False), nn.BatchNorm2d(2), nn.Tanh())
+    net = nn.Sequential(hk.models.Residual(branch), nn.Flatten(), nn.Linear(2 * 16, 3))
+    net = randomise_bn(net.double(), 7)
+    cap = hk.capture(net, data(5), bn=bn_mode)
+    op = hk.LocalHessian(cap, 1)
+    s = find_separable_structure(op)
+    assert s is not None and s.reason.startswith("Residual(") and "-> flatten" in s.reason
+    check_against_dense(op, separable_spectrum(op, top=2, bottom=1, route=route))  # type: ignore[arg-type]
