@@ -3,11 +3,14 @@
 The paper (digest section 6) reports that scale-amended SGD beat SGD on VGG13-BN (CIFAR-10/100)
 from single runs, with hyper-parameters not said to be tuned for both. Here:
 
-* both optimizers get **their own learning-rate sweep over the same grid** (same budget: one
-  run per rate, seed 0), the best rate of each is chosen on a **validation split** held out of
-  the training data (final validation accuracy), never on the test set;
+* every arm gets **its own learning-rate sweep over the same grid** (same budget: ``sweep_seeds``
+  seeds per rate, 3 on the CPU and GPU configurations), the best rate of each is chosen on a
+  **validation split** held out of the training data (final validation accuracy, mean over the
+  sweep seeds), never on the test set; when the best rate sits at an end of the grid, the grid
+  grows by the next rate of :data:`LADDER` until the optimum is bracketed;
 * at each one's best rate, **several seeds** (seed = initialisation and data order; seed s of
-  SGD and of scale-amended SGD share both, a paired design);
+  SGD and of scale-amended SGD share both, a paired design; the sweep's seeds at that rate are
+  among them);
 * curves of training loss and test accuracy per epoch with mean +- 95% Student-t bands, a final
   table with the paired difference and its 95% CI, and the training wall time per epoch (the
   amendment's overhead).
@@ -28,19 +31,24 @@ their spread over blocks (the balance scale-amended SGD claims), with CIs over s
 
 Configurations (``--smoke`` for CI, default CPU, ``--full`` for a GPU):
 
-========  =====  ==============  =====  ======  ======================  =====
-config    width  train/val/test  epoch  batch   lr grid                 seeds
-========  =====  ==============  =====  ======  ======================  =====
-smoke     1/16   256/128/128     2      64      0.03 0.1                2
-cpu       1/8    8000/1000/2000  6      128     0.003 ... 0.3 (x3.33)   3
-full      1      55000/5000/10k  30     128     0.003 ... 0.3 (x3.33)   3
-========  =====  ==============  =====  ======  ======================  =====
+========  =====  ==============  =====  ======  ======================  ======  ============
+config    width  train/val/test  epoch  batch   lr grid (grows)         seeds   sweep seeds
+========  =====  ==============  =====  ======  ======================  ======  ============
+smoke     1/16   256/128/128     2      64      0.03 0.1 (fixed)        2       1
+cpu       1/8    8000/1000/2000  6      128     0.01 0.03 0.1 0.3       3       3
+full      1      55000/5000/10k  30     128     0.01 0.03 0.1 0.3       3       3
+========  =====  ==============  =====  ======  ======================  ======  ============
 
 Usage::
 
-    python analyses/scale_amended_sgd.py --ablation --overhead --seeds 5   # committed CPU run
-    python analyses/scale_amended_sgd.py --full     # GPU, figures/optimizer/full/
+    python analyses/scale_amended_sgd.py --overhead --seeds 14 --jobs 2   # committed CPU run
+    python analyses/scale_amended_sgd.py --full --seeds 14 --jobs 4       # GPU, figures/optimizer/full/
     python analyses/scale_amended_sgd.py --smoke --out /tmp/x
+
+``--jobs N`` starts N worker processes (one torch thread each) that share the runs through lock
+files next to the checkpoints (:class:`Runner`); on a GPU several workers share the device.
+``--ablation`` adds the unclipped, mean-normalised arm (chosen after the first runs, never part
+of the verdict).
 
 Each run keeps a checkpoint after every epoch under ``checkpoints/scale_amended_sgd/<config>/``
 (model, optimizer, scheduler, history); rerunning resumes unfinished runs and skips finished
@@ -53,6 +61,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -104,6 +113,8 @@ class Config:
     batch: int
     lrs: tuple[float, ...]
     seeds: int
+    sweep_seeds: int = 1
+    bracket: bool = True
     momentum: float = 0.9
     weight_decay: float = 5e-4
     refresh_every: int = 10
@@ -115,10 +126,16 @@ class Config:
 
 
 CONFIGS = {
-    "smoke": Config("smoke", 1 / 16, 256, 128, 128, 2, 64, (0.03, 0.1), 2, refresh_every=2),
-    "cpu": Config("cpu", 1 / 8, 8000, 1000, 2000, 6, 128, (0.003, 0.01, 0.03, 0.1, 0.3), 3),
-    "full": Config("full", 1.0, 55000, 5000, 10000, 30, 128, (0.003, 0.01, 0.03, 0.1, 0.3), 3),
+    "smoke": Config(
+        "smoke", 1 / 16, 256, 128, 128, 2, 64, (0.03, 0.1), 2, refresh_every=2, bracket=False
+    ),
+    "cpu": Config("cpu", 1 / 8, 8000, 1000, 2000, 6, 128, (0.01, 0.03, 0.1, 0.3), 3, 3),
+    "full": Config("full", 1.0, 55000, 5000, 10000, 30, 128, (0.01, 0.03, 0.1, 0.3), 3, 3),
 }
+#: Rates a sweep may grow into: when the best rate (mean over the sweep seeds) sits at an end of
+#: the grid, the next rate of this ladder beyond that end is added, so the chosen optimum is
+#: always bracketed by a worse rate on each side (or the ladder's end).
+LADDER = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -292,6 +309,110 @@ def run_one(
     return hist
 
 
+@dataclass(frozen=True)
+class Run:
+    optimizer: str
+    lr: float
+    seed: int
+
+
+class Runner:
+    """Trains runs and shares them with other worker processes on this machine.
+
+    A run is claimed by creating ``<checkpoints>/<run>.lock`` (exclusive create, holding the
+    process id); a lock whose process has died is taken over. ``get`` trains what nobody has
+    claimed, works on ``ahead`` while it waits for runs other workers are training, and returns
+    when every run asked for is finished. Several processes started on the same checkpoint
+    folder (``--jobs N``) so split the work without a coordinator.
+    """
+
+    def __init__(self, cfg: Config, data, ckpt: Path, device: torch.device, progress: bool):
+        self.cfg, self.data, self.ckpt, self.device, self.progress = (
+            cfg,
+            data,
+            ckpt,
+            device,
+            progress,
+        )
+
+    def _path(self, r: Run, suffix: str) -> Path:
+        return self.ckpt / f"{r.optimizer}_lr{r.lr:g}_seed{r.seed}{suffix}"
+
+    def _finished(self, r: Run) -> bool:
+        path = self._path(r, ".pt")
+        if not path.exists():
+            return False
+        h = torch.load(path, map_location="cpu", weights_only=True)["history"]
+        return bool(h["epochs_done"] >= self.cfg.epochs or h["diverged"])
+
+    def _claim(self, r: Run) -> bool:
+        lock = self._path(r, ".lock")
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(lock.read_text() or "0")
+                    os.kill(pid, 0)
+                    return False  # a live worker holds it
+                except (ProcessLookupError, ValueError, FileNotFoundError):
+                    lock.unlink(missing_ok=True)  # its worker died: take it over
+                    continue
+                except PermissionError:
+                    return False
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return True
+        return False
+
+    def _train(self, r: Run) -> dict:
+        return run_one(
+            self.cfg, r.optimizer, r.lr, r.seed, self.data, self.ckpt, self.device, self.progress
+        )
+
+    def _try(self, r: Run) -> dict | None:
+        if self._finished(r):
+            return self._train(r)  # loads the finished history, trains nothing
+        if not self._claim(r):
+            return None
+        try:
+            return self._train(r)
+        finally:
+            self._path(r, ".lock").unlink(missing_ok=True)
+
+    def get(self, runs: Sequence[Run], ahead: Sequence[Run] = (), poll: float = 5.0) -> list[dict]:
+        done: dict[Run, dict] = {}
+        while True:
+            for r in runs:
+                if r not in done and (h := self._try(r)) is not None:
+                    done[r] = h
+            if len(done) == len(runs):
+                return [done[r] for r in runs]
+            # others are training the rest: start a run of the next stage meanwhile, or wait
+            if not any(not self._finished(a) and self._try(a) is not None for a in ahead):
+                time.sleep(poll)
+
+
+def plan(cfg: Config, runner: Runner, opts: Sequence[str]) -> tuple[dict, dict]:
+    """Every arm's sweep (grown until its optimum is bracketed, see :func:`bracketed`), then
+    its seeds at the best rate; arm by arm, so the first arms finish first."""
+    sweeps: dict[str, list[dict]] = {}
+    finals: dict[str, list[dict]] = {}
+    seeds = range(cfg.sweep_seeds)
+    for k, o in enumerate(opts):
+        ahead = [Run(n, lr, s) for n in opts[k + 1 : k + 2] for lr in cfg.lrs for s in seeds]
+        grid = list(cfg.lrs)
+        while True:
+            sweeps[o] = runner.get([Run(o, lr, s) for lr in grid for s in seeds], ahead)
+            grown = bracketed(grid, best_rate(sweeps[o])) if cfg.bracket else grid
+            if grown == grid:
+                break
+            grid = grown
+        lr = best_rate(sweeps[o])
+        finals[o] = runner.get([Run(o, lr, s) for s in range(cfg.seeds)], ahead)
+    return sweeps, finals
+
+
 # ------------------------------------------------------------------------------ statistics
 
 
@@ -310,17 +431,56 @@ def padded(curves: list[list[float]], length: int) -> np.ndarray:
     return np.array([c + [float("nan")] * (length - len(c)) for c in curves], dtype=float)
 
 
-def best_rate(sweep: list[dict]) -> float:
-    """Highest final validation accuracy; ties broken by the lower final training loss."""
+def _final(h: dict, key: str, missing: float) -> float:
+    v = h[key][-1] if h[key] else float("nan")
+    return v if math.isfinite(v) and not h["diverged"] else missing
 
-    def key(h: dict) -> tuple[float, float]:
-        acc = h["val_acc"][-1] if h["val_acc"] and math.isfinite(h["val_acc"][-1]) else -1.0
-        loss = (
-            h["train_loss"][-1] if h["train_loss"] and math.isfinite(h["train_loss"][-1]) else 1e9
+
+def sweep_rows(sweep: list[dict]) -> list[dict]:
+    """One row per rate: final validation accuracy and training loss averaged over the sweep
+    seeds (a diverged run counts as accuracy 0), with each seed's values."""
+    rows = []
+    for lr in sorted({h["lr"] for h in sweep}):
+        runs = sorted((h for h in sweep if h["lr"] == lr), key=lambda h: h["seed"])
+        accs = [_final(h, "val_acc", float("nan")) for h in runs]
+        losses = [_final(h, "train_loss", float("nan")) for h in runs]
+        rows.append(
+            {
+                "lr": lr,
+                "seeds": [h["seed"] for h in runs],
+                "final_val_acc": float(np.mean([a if math.isfinite(a) else 0.0 for a in accs])),
+                "final_val_acc_seeds": accs,
+                "final_train_loss": float(np.nanmean(losses))
+                if any(map(math.isfinite, losses))
+                else float("nan"),
+                "diverged": sum(bool(h["diverged"]) for h in runs),
+            }
         )
-        return (acc, -loss)
+    return rows
 
-    return max(sweep, key=key)["lr"]
+
+def best_rate(sweep: list[dict]) -> float:
+    """Highest final validation accuracy (mean over the sweep seeds); ties broken by the lower
+    mean final training loss."""
+
+    def key(r: dict) -> tuple[float, float]:
+        loss = r["final_train_loss"]
+        return (r["final_val_acc"], -loss if math.isfinite(loss) else -1e9)
+
+    return max(sweep_rows(sweep), key=key)["lr"]
+
+
+def bracketed(grid: list[float], best: float) -> list[float]:
+    """``grid`` grown by the next :data:`LADDER` rate beyond ``best`` when ``best`` sits at an
+    end of it (and the ladder goes on); unchanged when the optimum is bracketed."""
+    if best not in LADDER or not all(lr in LADDER for lr in grid):
+        return grid
+    i = LADDER.index(best)
+    if best == min(grid) and i > 0:
+        return [LADDER[i - 1], *grid]
+    if best == max(grid) and i + 1 < len(LADDER):
+        return [*grid, LADDER[i + 1]]
+    return grid
 
 
 def summarise(cfg: Config, sweeps: dict[str, list[dict]], finals: dict[str, list[dict]]) -> dict:
@@ -331,15 +491,7 @@ def summarise(cfg: Config, sweeps: dict[str, list[dict]], finals: dict[str, list
         loss = [h["train_loss"][-1] for h in runs]
         secs = [s for h in runs for s in h["epoch_seconds"]]
         out["optimizers"][o] = {
-            "sweep": [
-                {
-                    "lr": h["lr"],
-                    "final_val_acc": h["val_acc"][-1],
-                    "final_train_loss": h["train_loss"][-1],
-                    "diverged": h["diverged"],
-                }
-                for h in sweeps[o]
-            ],
+            "sweep": sweep_rows(sweeps[o]),
             "best_lr": runs[0]["lr"],
             "seeds": [h["seed"] for h in runs],
             "final_test_acc": test,
@@ -553,21 +705,30 @@ def plot_pace(curves: dict, out: Path) -> None:
 
 
 def plot_sweep(cfg: Config, summary: dict, out: Path) -> None:
-    """Final validation accuracy per rate (seed 0) with the 95% binomial interval of the split.
+    """Final validation accuracy per rate, mean over the sweep seeds.
 
-    One seed per rate, so the bars show only the sampling error of ``n_val`` validation images
-    (normal approximation, ``1.96 sqrt(p (1 - p) / n_val)``), not the seed-to-seed spread.
+    With several seeds per rate the bars are the 95% Student-t interval over seeds; with one,
+    only the sampling error of ``n_val`` validation images (normal approximation,
+    ``1.96 sqrt(p (1 - p) / n_val)``) can be shown, not the seed-to-seed spread.
     """
     from hessiankit.plots import new_axes, save_figure, style
 
     n_val = summary["config"]["n_val"]
+    seeds = max(
+        len(r.get("final_val_acc_seeds", [0]))
+        for res in summary["optimizers"].values()
+        for r in res["sweep"]
+    )
     with style():
         fig, ax = new_axes(None, (6.4, 3.9))
         for i, (o, res) in enumerate(summary["optimizers"].items()):
             sw = [r for r in res["sweep"] if r["final_val_acc"] is not None]
             lr = np.array([r["lr"] for r in sw]) * (1.0 + 0.04 * (i - 1))  # dodge the bars
             acc = np.array([r["final_val_acc"] for r in sw], dtype=float)
-            half = 1.959964 * np.sqrt(acc * (1.0 - acc) / n_val)
+            if seeds > 1:
+                half = np.array([mean_ci(r["final_val_acc_seeds"])[1] for r in sw], dtype=float)
+            else:
+                half = 1.959964 * np.sqrt(acc * (1.0 - acc) / n_val)
             ax.errorbar(
                 lr, acc, yerr=half, fmt="o-", ms=4, capsize=3, color=f"C{i}", label=LABELS[o]
             )
@@ -578,8 +739,10 @@ def plot_sweep(cfg: Config, summary: dict, out: Path) -> None:
         ax.set_xlabel("learning rate (peak of the cosine schedule)")
         ax.set_ylabel("final validation accuracy")
         ax.set_title(
-            f"learning-rate sweeps, seed 0; bars: 95% binomial interval of the {n_val} validation "
-            "images\n(one seed per rate: seed-to-seed spread not measured)",
+            f"learning-rate sweeps, mean of {seeds} seeds per rate; bars: 95% t-interval over seeds"
+            if seeds > 1
+            else f"learning-rate sweeps, seed 0; bars: 95% binomial interval of the {n_val} "
+            "validation images\n(one seed per rate: seed-to-seed spread not measured)",
             fontsize=9,
         )
         ax.legend(frameon=False, fontsize=8, loc="lower right")
@@ -642,8 +805,11 @@ def table(cfg: Config, summary: dict) -> str:
         "",
         f"Config `{cfg.name}`: train {cfg.n_train} / val {cfg.n_val} / test {cfg.n_test}, "
         f"{cfg.epochs} epochs, batch {cfg.batch}, momentum {cfg.momentum}, weight decay "
-        f"{cfg.weight_decay}, cosine decay, lr grid {list(cfg.lrs)}; best lr by final validation "
-        f"accuracy (seed 0); {cfg.seeds} seeds at the best lr. Mean +- 95% Student-t CI.",
+        f"{cfg.weight_decay}, cosine decay, lr grid {list(cfg.lrs)}"
+        + (" (grown until each arm's optimum is bracketed)" if cfg.bracket else "")
+        + f"; best lr by final validation accuracy, mean over seeds 0-{cfg.sweep_seeds - 1} "
+        f"of the sweep; {cfg.seeds} seeds at the best lr (the sweep's among them). "
+        "Mean +- 95% Student-t CI.",
         "",
         "| optimizer | best lr | final test acc (%) | final train loss | s / epoch (train) |",
         "|---|---|---|---|---|",
@@ -673,20 +839,25 @@ def table(cfg: Config, summary: dict) -> str:
             else ""
         ),
         "",
-        "Sweeps (seed 0, final validation accuracy / training loss):",
+        f"Sweeps (mean over {cfg.sweep_seeds} seed(s) per rate; final validation accuracy / "
+        "training loss; the chosen rate in bold):",
         "",
         "| lr | " + " | ".join(LABELS[o] for o in opts) + " |",
         "|---|" + "---|" * len(opts),
     ]
-    for i, lr in enumerate(cfg.lrs):
+    rates = sorted({r["lr"] for o in opts for r in summary["optimizers"][o]["sweep"]})
+    for lr in rates:
         cells = []
         for o in opts:
-            r = summary["optimizers"][o]["sweep"][i]
-            cells.append(
-                "diverged"
-                if r["diverged"]
-                else f"{100 * r['final_val_acc']:.2f}% / {r['final_train_loss']:.4f}"
+            res = summary["optimizers"][o]
+            r = next((r for r in res["sweep"] if r["lr"] == lr), None)
+            if r is None:
+                cells.append("-")
+                continue
+            cell = f"{100 * r['final_val_acc']:.2f}% / {r['final_train_loss']:.4f}" + (
+                f" ({int(r['diverged'])} diverged)" if r["diverged"] else ""
             )
+            cells.append(f"**{cell}**" if lr == res["best_lr"] else cell)
         lines.append(f"| {lr:g} | " + " | ".join(cells) + " |")
     if "ablation_paired_difference" in summary:
         ab = summary["ablation_paired_difference"]
@@ -756,6 +927,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only redraw the figures from the results in --out (no training)",
     )
+    p.add_argument(
+        "--sweep-seeds",
+        type=int,
+        default=None,
+        help="seeds per rate in the sweeps (default: config's); the best rate is chosen on "
+        "their mean validation accuracy, and they count among the seeds at that rate",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker processes (one torch thread each) sharing the runs through lock files",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    raw = [a for i, a in enumerate(raw) if a != "--jobs" and (i == 0 or raw[i - 1] != "--jobs")]
+    raw = [a for a in raw if not a.startswith("--jobs=")]
     args = p.parse_args(argv)
     if args.replot:
         replot(args.out or ROOT / "figures" / "optimizer")
@@ -768,6 +956,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: --seeds must be at least 1", file=sys.stderr)
             return 2
         cfg = replace(cfg, seeds=args.seeds)
+    if args.sweep_seeds is not None:
+        if not 1 <= args.sweep_seeds <= cfg.seeds:
+            print("error: --sweep-seeds must be between 1 and --seeds", file=sys.stderr)
+            return 2
+        cfg = replace(cfg, sweep_seeds=args.sweep_seeds)
+    if args.jobs < 1:
+        print("error: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    if cfg.sweep_seeds > cfg.seeds:
+        cfg = replace(cfg, seeds=cfg.sweep_seeds)
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
@@ -780,18 +978,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HessiankitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    progress = not args.no_progress
-    sweeps: dict[str, list[dict]] = {}
-    finals: dict[str, list[dict]] = {}
+    progress = not args.no_progress and not args.worker
     opts = OPTIMIZERS + ((ABLATION,) if args.ablation else ())
-    for o in opts:
-        sweeps[o] = [run_one(cfg, o, lr, 0, data, ckpt, device, progress) for lr in cfg.lrs]
-    for o in opts:
-        lr = best_rate(sweeps[o])
-        seed0 = next(h for h in sweeps[o] if h["lr"] == lr)
-        finals[o] = [seed0] + [
-            run_one(cfg, o, lr, s, data, ckpt, device, progress) for s in range(1, cfg.seeds)
-        ]
+    workers = [
+        subprocess.Popen([sys.executable, __file__, *raw, "--worker", "--no-progress"])
+        for _ in range(args.jobs - 1)
+    ]
+    try:
+        sweeps, finals = plan(cfg, Runner(cfg, data, ckpt, device, progress), opts)
+    finally:
+        for w in workers:
+            w.wait()
+    if args.worker:
+        return 0
     summary = summarise(cfg, sweeps, finals)
     if args.overhead:
         rounds, steps = (
