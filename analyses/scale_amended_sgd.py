@@ -388,6 +388,8 @@ class Runner:
                     done[r] = h
             if len(done) == len(runs):
                 return [done[r] for r in runs]
+            if any(self._finished(r) for r in runs if r not in done):
+                continue  # finished by another worker while this one trained: collect first
             # others are training the rest: start a run of the next stage meanwhile, or wait
             if not any(not self._finished(a) and self._try(a) is not None for a in ahead):
                 time.sleep(poll)
