@@ -51,7 +51,7 @@ def test_committed_table_is_what_the_committed_results_give(claims, rows) -> Non
 
 
 def test_every_claim_once_with_a_verdict_from_the_vocabulary(claims, rows) -> None:
-    assert sorted(r["claim"] for r in rows) == list(range(1, 19))
+    assert sorted(r["claim"] for r in rows) == list(range(1, 20))
     assert {r["verdict"] for r in rows} <= set(claims.VERDICTS)
     for r in rows:
         assert r["kind"] == ("toolkit check" if r["claim"] in claims.TOOLKIT else "empirical")
@@ -166,3 +166,23 @@ def test_regenerating_into_a_copy_reproduces_the_committed_files(claims, tmp_pat
     claims.write(tmp_path)
     assert (tmp_path / "claims.md").read_text() == (FIGURES / "claims.md").read_text()
     assert (tmp_path / "claims.json").read_text() == (FIGURES / "claims.json").read_text()
+
+
+def test_claim19_combines_the_shape_and_scale_verdicts(claims) -> None:
+    def th(kappa: tuple[float, float], spread: tuple[float, float]) -> dict:
+        def corr(lo: float, hi: float) -> dict:
+            c = {"r": (lo + hi) / 2, "lo": lo, "hi": hi, "n": 64, "raw_spearman": 0.1}
+            return {**c, "verdict": "holds" if lo > 0 else "fails" if hi < 0 else "inconclusive"}
+
+        args = {"width": 64, "side": 14, "depths": "2,4", "seeds": 3, "hessian_batch": 512}
+        args |= {"target": 0.45, "max_steps": 3000}
+        summary = {"correlations": {"log_kappa": corr(*kappa), "scale_spread": corr(*spread)}}
+        summary |= {"censored_runs": 0, "runs": 192}
+        summary["per_block"] = {"lambda_max": {"mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 192}}
+        return {"summary": summary, "args": args}
+
+    assert claims.claim19(th((0.1, 0.5), (0.2, 0.6)))["verdict"] == "holds"
+    assert claims.claim19(th((0.1, 0.5), (-0.2, 0.3)))["verdict"] == "holds partly"
+    assert claims.claim19(th((-0.5, -0.1), (-0.2, 0.3)))["verdict"] == "fails"
+    assert claims.claim19(th((-0.1, 0.5), (-0.2, 0.3)))["verdict"] == "inconclusive"
+    assert claims.claim19(None)["verdict"] == "not run"
