@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from tests.analyses.scripts import load_script
 
 pytestmark = pytest.mark.slow  # runs an analysis script end to end
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "hk_benchmark", ROOT / "analyses" / "benchmark.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_short_benchmark_agrees_with_the_float64_reference(tmp_path, capsys):
-    bench = _benchmark()
+    bench = load_script("benchmark", "hk_benchmark")
     # main() raises AssertionError when a tool that ran disagrees with the reference.
     results = bench.main(["--short", "--models", "cnn", "--out", str(tmp_path)])
     out = capsys.readouterr().out
@@ -41,7 +29,7 @@ def test_short_benchmark_agrees_with_the_float64_reference(tmp_path, capsys):
 
 
 def test_anchor_that_cannot_be_imported_is_skipped_with_its_reason():
-    bench = _benchmark()
+    bench = load_script("benchmark", "hk_benchmark")
     bench.IMPORTS["pyhessian"] = "no_such_module_for_the_test"
     ok, skipped = bench.available_anchors(["pyhessian"])
     assert ok == [] and "ModuleNotFoundError" in skipped["pyhessian"]
@@ -49,7 +37,7 @@ def test_anchor_that_cannot_be_imported_is_skipped_with_its_reason():
 
 @pytest.mark.parametrize("model", ["cnn", "resnet"])
 def test_full_size_models_have_the_sizes_the_issue_asks_for(model):
-    bench = _benchmark()
+    bench = load_script("benchmark", "hk_benchmark")
     net, x, _ = bench.build(model, "full", 2, 0, "cpu")
     n = sum(p.numel() for p in net.parameters())
     assert (60_000 <= n <= 150_000) if model == "cnn" else (200_000 <= n <= 400_000)

@@ -9,15 +9,14 @@ validation split.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.analyses.scripts import load_script
 
 pytestmark = pytest.mark.slow  # draws the analyses' figures with their scripts
 
@@ -68,23 +67,12 @@ def test_kappa_vs_depth_grid_from_committed_results(analyses, tmp_path: Path) ->
         assert all(ax.get_ylabel() for ax in axes[::4])
 
 
-def _load_optimizer_script():
-    spec = importlib.util.spec_from_file_location(
-        "scale_amended_sgd", ROOT / "analyses" / "scale_amended_sgd.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_sweep_redraws_from_results_with_binomial_bars(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import hessiankit.plots as hp
 
-    exp = _load_optimizer_script()
+    exp = load_script("scale_amended_sgd")
     shutil.copy(FIGURES / "optimizer" / "results.json", tmp_path / "results.json")
     summary = json.loads((tmp_path / "results.json").read_text())
     drawn: list = []

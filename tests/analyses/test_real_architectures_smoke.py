@@ -4,9 +4,7 @@ dense float64 eigendecomposition, and its resumption."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +12,11 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, jacfwd
+from tests.analyses.scripts import load_script
 
 pytestmark = pytest.mark.slow  # runs an analysis script end to end
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script():
-    sys.path.insert(0, str(ROOT / "analyses"))
-    spec = importlib.util.spec_from_file_location(
-        "real_architectures", ROOT / "analyses" / "real_architectures.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _independent_kappa(
@@ -65,7 +52,7 @@ def _independent_kappa(
 
 
 def test_smoke_run_matches_dense_reference_and_resumes(tmp_path: Path) -> None:
-    exp = load_script()
+    exp = load_script("real_architectures")
     out, ck = tmp_path / "out", tmp_path / "ck"
     configs = "vgg13-bn-he,resnet20-skip-orth"
     argv = ["--smoke", "--configs", configs, "--out", str(out), "--checkpoints", str(ck)]

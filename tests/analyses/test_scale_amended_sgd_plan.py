@@ -3,7 +3,6 @@ until the optimum is bracketed, and the lock files that let worker processes sha
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import subprocess
@@ -13,19 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.analyses.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "scale_amended_sgd", ROOT / "analyses" / "scale_amended_sgd.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def hist(lr: float, seed: int, acc: float, loss: float, diverged: bool = False) -> dict:
@@ -33,7 +22,7 @@ def hist(lr: float, seed: int, acc: float, loss: float, diverged: bool = False) 
 
 
 def test_sweep_rows_average_the_seeds_and_count_divergence_as_zero() -> None:
-    exp = load_script()
+    exp = load_script("scale_amended_sgd")
     sweep = [
         hist(0.1, 0, 0.80, 0.5),
         hist(0.1, 1, 0.90, 0.3),
@@ -50,7 +39,7 @@ def test_sweep_rows_average_the_seeds_and_count_divergence_as_zero() -> None:
 
 
 def test_bracketed_grows_the_grid_only_at_an_end() -> None:
-    exp = load_script()
+    exp = load_script("scale_amended_sgd")
     grid = [0.01, 0.03, 0.1, 0.3]
     assert exp.bracketed(grid, 0.3) == [*grid, 1.0]
     assert exp.bracketed(grid, 0.01) == [0.003, *grid]
@@ -60,7 +49,7 @@ def test_bracketed_grows_the_grid_only_at_an_end() -> None:
 
 
 def test_plan_grows_until_bracketed_and_reuses_the_sweep_seeds(tmp_path: Path) -> None:
-    exp = load_script()
+    exp = load_script("scale_amended_sgd")
     cfg = replace(exp.CONFIGS["cpu"], seeds=4, sweep_seeds=2)
     trained: list[tuple[str, float, int]] = []
     store: dict = {}  # stands in for the checkpoint files
@@ -91,7 +80,7 @@ def test_plan_grows_until_bracketed_and_reuses_the_sweep_seeds(tmp_path: Path) -
 def test_a_run_claimed_by_a_live_worker_is_skipped_and_a_dead_ones_taken_over(
     tmp_path: Path,
 ) -> None:
-    exp = load_script()
+    exp = load_script("scale_amended_sgd")
     runner = exp.Runner(exp.CONFIGS["smoke"], None, tmp_path, torch.device("cpu"), False)
     run = exp.Run("sgd", 0.1, 0)
     lock = tmp_path / "sgd_lr0.1_seed0.lock"

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests.analyses.scripts import load_script
 
 pytestmark = pytest.mark.slow  # runs an analysis script end to end
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "scale_amended_sgd", ROOT / "analyses" / "scale_amended_sgd.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_smoke_run_writes_outputs_and_resumes(tmp_path: Path) -> None:
-    exp = load_script()
+    exp = load_script("scale_amended_sgd")
     out, ck = tmp_path / "out", tmp_path / "ck"
     argv = [
         "--smoke",
@@ -75,7 +63,7 @@ def test_smoke_run_writes_outputs_and_resumes(tmp_path: Path) -> None:
 
 
 def test_mean_ci_matches_student_t() -> None:
-    exp = load_script()
+    exp = load_script("scale_amended_sgd")
     m, h = exp.mean_ci([1.0, 2.0, 3.0])
     assert m == 2.0 and abs(h - 4.3026527 * 1.0 / 3**0.5) < 1e-6  # t_{0.975, 2} = 4.30265
     m, h = exp.mean_ci([1.0, float("nan")])

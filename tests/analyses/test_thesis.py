@@ -4,9 +4,7 @@ end (--smoke) with a block's kappa against a dense float64 reference built with 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +13,13 @@ import torch
 from scipy import stats
 from torch import nn
 from torch.func import functional_call, jacfwd
+from tests.analyses.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_script():
-    sys.path.insert(0, str(ROOT / "analyses"))
-    spec = importlib.util.spec_from_file_location("thesis", ROOT / "analyses" / "thesis.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_partial_spearman_is_the_correlation_of_rank_residuals_given_the_groups() -> None:
-    exp = load_script()
+    exp = load_script("thesis")
     rng = np.random.default_rng(0)
     groups = np.repeat([2, 4, 8, 16], 6)
     x = rng.normal(size=groups.size) + 0.3 * np.log2(groups)
@@ -50,7 +39,7 @@ def test_partial_spearman_is_the_correlation_of_rank_residuals_given_the_groups(
 
 
 def test_bootstrap_interval_and_verdicts() -> None:
-    exp = load_script()
+    exp = load_script("thesis")
     rng = np.random.default_rng(1)
     groups = np.repeat([1, 2, 3], 12)
     x = rng.normal(size=groups.size)
@@ -92,7 +81,7 @@ def _dense_kappa(net: nn.Module, unit: nn.Module, x: torch.Tensor, rel: float) -
 
 @pytest.mark.slow  # runs the analysis end to end (about 30 s)
 def test_smoke_run_matches_dense_reference_and_resumes(tmp_path: Path) -> None:
-    exp = load_script()
+    exp = load_script("thesis")
     out = tmp_path / "out"
     threads = torch.get_num_threads()
     try:
