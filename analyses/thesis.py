@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json(
         out, {"analysis": "thesis", "args": vars(args), "rows": rows, "summary": summary}, started
     )
-    figures(rows, summary, out, args.max_steps)
+    figures(rows, summary, out, args)
     write_atomic(out / "table.md", table(summary, args))
     print(table(summary, args))
 
@@ -388,7 +388,12 @@ def per_block(rows: list[dict]) -> dict:
     return {k: mean_ci(v) for k, v in res.items()}
 
 
-def figures(rows: list[dict], summary: dict, out: Path, max_steps: int) -> None:
+def figures(rows: list[dict], summary: dict, out: Path, args) -> None:  # type: ignore[no-untyped-def]
+    max_steps = args.max_steps
+    sizes = (
+        f"MLP width {args.width}, {args.data} {args.side}x{args.side}, Hessian batch "
+        f"{args.hessian_batch}"
+    )
     pyplot = plt()
     units = summary["units"]
     depths = sorted({u["depth"] for u in units})
@@ -444,19 +449,18 @@ def figures(rows: list[dict], summary: dict, out: Path, max_steps: int) -> None:
     fig.legend(
         handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8
     )
-    fig.suptitle(
-        "Training speed vs local-Hessian conditioning at init (one point per "
-        "configuration: MLP width 64, Fashion-MNIST 14x14)",
-        fontsize=10,
+    _save(
+        fig,
+        out / "thesis.png",
+        "Training speed vs local-Hessian conditioning at init (one "
+        f"point per configuration: {sizes})",
     )
-    fig.tight_layout()
-    fig.savefig(out / "thesis.png", dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
-    kappa_vs_depth(rows, out)
+    kappa_vs_depth(rows, out, sizes)
 
 
-def kappa_vs_depth(rows: list[dict], out: Path) -> None:
-    """The depth grid at width 64, batch 512: mean over blocks of log10 kappa(H_W) at init."""
+def kappa_vs_depth(rows: list[dict], out: Path, sizes: str) -> None:
+    """The depth grid (width 64, Hessian batch 512 by default): mean over the hidden blocks of
+    log10 kappa(H_W) at init."""
     pyplot = plt()
     fig, axes = pyplot.subplots(1, 4, figsize=(12.5, 3.2), sharey=True)
     styles = {
@@ -489,14 +493,18 @@ def kappa_vs_depth(rows: list[dict], out: Path) -> None:
         ax.set_xlabel("hidden blocks (depth)")
     axes[0].set_ylabel("mean over blocks of\nlog10 kappa(H_W)")
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize=8)
-    fig.suptitle(
-        "Weight local Hessians at init, width 64, Hessian batch 512 (mean and 95% "
-        "t-band over seeds)",
-        fontsize=10,
+    _save(
+        fig,
+        out / "kappa_vs_depth_w64.png",
+        f"Weight local Hessians at init, {sizes} (mean and 95% t-band over seeds)",
     )
+
+
+def _save(fig, path: Path, title: str) -> None:  # type: ignore[no-untyped-def]
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "kappa_vs_depth_w64.png", dpi=110, bbox_inches="tight")
-    pyplot.close(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt().close(fig)
 
 
 def table(summary: dict, args) -> str:  # type: ignore[no-untyped-def]
