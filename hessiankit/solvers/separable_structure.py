@@ -517,8 +517,11 @@ _PER_SAMPLE = (
 )
 
 
-def _sample_chain(gm: fx.GraphModule, nodes: list[fx.Node], cap: BlockCapture) -> list[str] | str:
-    """The names of the per-sample steps, or why a node may couple samples."""
+def _sample_chain(
+    gm: fx.GraphModule, nodes: list[fx.Node], cap: BlockCapture, prefix: str = ""
+) -> list[str] | str:
+    """The names of the per-sample steps, or why a node may couple samples (``prefix``: the
+    module path of a residual branch being read)."""
     chain: list[str] = []
     for n in nodes:
         if n.op == "call_module":
@@ -526,22 +529,23 @@ def _sample_chain(gm: fx.GraphModule, nodes: list[fx.Node], cap: BlockCapture) -
             if type(mod) in BATCHNORM:
                 bn_mod: nn.modules.batchnorm._BatchNorm = mod  # type: ignore[assignment]
                 if cap.bn == "train" or bn_mod.running_mean is None:
-                    return f"{n.target} normalises with batch statistics, which couple the samples"
+                    return f"{prefix}{n.target} normalises with batch statistics, which couple the samples"
             elif type(mod) is nn.Flatten:
                 if getattr(mod, "start_dim", 0) < 1:
-                    return f"{n.target} flattens the batch dimension"
+                    return f"{prefix}{n.target} flattens the batch dimension"
             elif type(mod) is Residual:  # z + branch(z): per sample when the branch is
                 try:
                     traced = _traced(fx.symbolic_trace(mod.branch))
                 except Exception:  # untraceable branch: no structure claimed  # noqa: BLE001
-                    traced = "its branch cannot be traced"
-                inner = traced if isinstance(traced, str) else _sample_chain(*traced, cap)
+                    traced = f"{prefix}{n.target}'s branch cannot be traced"
+                path = f"{prefix}{n.target}.branch."
+                inner = traced if isinstance(traced, str) else _sample_chain(*traced, cap, path)
                 if isinstance(inner, str):
-                    return f"{n.target} (Residual): {inner}"
+                    return inner
                 chain.append("Residual(" + " -> ".join(inner) + ")")
                 continue
             elif type(mod) not in _PER_SAMPLE:
-                return f"{n.target} ({type(mod).__name__}) may couple samples or is unknown"
+                return f"{prefix}{n.target} ({type(mod).__name__}) may couple samples or is unknown"
             chain.append(type(mod).__name__)
         elif _is_elementwise_call(n) or _is_flatten_call(n):
             chain.append(str(getattr(n.target, "__name__", n.target)))
