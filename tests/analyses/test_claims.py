@@ -169,19 +169,34 @@ def test_regenerating_into_a_copy_reproduces_the_committed_files(claims, tmp_pat
 
 
 def test_claim19_combines_the_shape_and_scale_verdicts(claims) -> None:
-    def th(kappa: tuple[float, float], spread: tuple[float, float]) -> dict:
-        def corr(lo: float, hi: float) -> dict:
+    def th(
+        kappa: tuple[float, float],
+        spread: tuple[float, float],
+        spread_with_act: tuple[float, float] | None = None,
+    ) -> dict:
+        def corr(lo: float, hi: float, robust: tuple[float, float] | None = None) -> dict:
             c = {"r": (lo + hi) / 2, "lo": lo, "hi": hi, "n": 64, "raw_spearman": 0.1}
-            return {**c, "verdict": "holds" if lo > 0 else "fails" if hi < 0 else "inconclusive"}
+            c["verdict"] = "holds" if lo > 0 else "fails" if hi < 0 else "inconclusive"
+            if robust is not None:
+                c["given_depth_and_activation"] = corr(*robust)
+            return c
 
         args = {"width": 64, "side": 14, "depths": "2,4", "seeds": 3, "hessian_batch": 512}
         args |= {"target": 0.45, "max_steps": 3000}
-        summary = {"correlations": {"log_kappa": corr(*kappa), "scale_spread": corr(*spread)}}
+        summary = {
+            "correlations": {
+                "log_kappa": corr(*kappa, kappa),
+                "scale_spread": corr(*spread, spread_with_act or spread),
+            }
+        }
         summary |= {"censored_runs": 0, "runs": 192}
         summary["per_block"] = {"lambda_max": {"mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 192}}
         return {"summary": summary, "args": args}
 
     assert claims.claim19(th((0.1, 0.5), (0.2, 0.6)))["verdict"] == "holds"
+    # holds given depth but not once the activation is fixed too: only partly
+    fragile = claims.claim19(th((0.1, 0.5), (0.01, 0.6), (-0.1, 0.5)))
+    assert fragile["verdict"] == "holds partly" and "activation also fixed" in fragile["why"]
     assert claims.claim19(th((0.1, 0.5), (-0.2, 0.3)))["verdict"] == "holds partly"
     assert claims.claim19(th((-0.5, -0.1), (-0.2, 0.3)))["verdict"] == "fails"
     assert claims.claim19(th((-0.1, 0.5), (-0.2, 0.3)))["verdict"] == "inconclusive"
