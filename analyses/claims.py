@@ -941,6 +941,13 @@ def sizes(figs: Path) -> str:
             f"{a['channels']}-channel CNN on 6x6 inputs (batch {a['cnn_batch']}), {a['steps']} SGD steps of training, "
             f"condition numbers resolved up to about 1e{round(-math.log10(d['rank_rtol']))}"
         )
+    th = load(figs, "thesis")
+    if th is not None:
+        a = th["args"]
+        parts.append(
+            f"claim 19: MLPs of width {a['width']} on {a['side']}x{a['side']} inputs with local Hessians on "
+            f"{a['hessian_batch']} images, up to {a['max_steps']} SGD steps"
+        )
     if opt is not None:
         c = opt["config"]
         parts.append(
