@@ -415,6 +415,40 @@ def plan(cfg: Config, runner: Runner, opts: Sequence[str]) -> tuple[dict, dict]:
     return sweeps, finals
 
 
+def collect(cfg: Config, runner: Runner, opts: Sequence[str]) -> tuple[dict, dict, dict]:
+    """The finished runs only, nothing trained (``--collect``: summarise a run cut short).
+
+    Per arm: the sweep over the rates whose sweep seeds all finished, the best of those, and
+    the finished seeds at it from seed 0 up to the first missing one (so that the pairs with
+    the other arms stay seed-matched). The third dict says, per arm, how many seeds that is and
+    whether the chosen rate is bracketed by finished rates.
+    """
+    sweeps: dict[str, list[dict]] = {}
+    finals: dict[str, list[dict]] = {}
+    status: dict[str, dict] = {}
+    seeds = range(cfg.sweep_seeds)
+    for o in opts:
+        rates = [lr for lr in LADDER if all(runner._finished(Run(o, lr, s)) for s in seeds)]
+        if not rates:
+            continue
+        sweeps[o] = [runner._train(Run(o, lr, s)) for lr in rates for s in seeds]
+        lr = best_rate(sweeps[o])
+        finals[o] = []
+        for s in range(cfg.seeds):
+            if not runner._finished(Run(o, lr, s)):
+                break
+            finals[o].append(runner._train(Run(o, lr, s)))
+        i = LADDER.index(lr)
+        below = i == 0 or LADDER[i - 1] in rates
+        above = i + 1 == len(LADDER) or LADDER[i + 1] in rates
+        status[o] = {
+            "seeds": len(finals[o]),
+            "of": cfg.seeds,
+            "bracketed": (below and above) if cfg.bracket else True,  # else the grid is fixed
+        }
+    return sweeps, finals, status
+
+
 # ------------------------------------------------------------------------------ statistics
 
 
@@ -888,6 +922,14 @@ def table(cfg: Config, summary: dict) -> str:
             + "; ".join(f"{LABELS[o]} {m:.3f} +- {h:.3f}" for o, (m, h) in paces.items())
             + ".",
         ]
+    for o, st in summary.get("incomplete", {}).items():
+        lines += [
+            "",
+            f"Cut short (summarised with `--collect`): {LABELS[o]} has {st['seeds']} of "
+            f"{st['of']} seeds at its best rate"
+            + ("" if st["bracketed"] else ", and that rate is not bracketed by finished rates")
+            + "; its paired differences use those seeds.",
+        ]
     lines += ["", f"**Verdict** (a priori configuration): {verdict(summary)}.", ""]
     return "\n".join(lines)
 
@@ -943,6 +985,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="worker processes (one torch thread each) sharing the runs through lock files",
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: summarise the finished runs (an arm may then have fewer seeds)",
+    )
     raw = list(sys.argv[1:] if argv is None else argv)
     raw = [a for i, a in enumerate(raw) if a != "--jobs" and (i == 0 or raw[i - 1] != "--jobs")]
     raw = [a for a in raw if not a.startswith("--jobs=")]
@@ -984,16 +1031,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = OPTIMIZERS + ((ABLATION,) if args.ablation else ())
     workers = [
         subprocess.Popen([sys.executable, __file__, *raw, "--worker", "--no-progress"])
-        for _ in range(args.jobs - 1)
+        for _ in range(0 if args.collect else args.jobs - 1)
     ]
+    status: dict[str, dict] = {}
     try:
-        sweeps, finals = plan(cfg, Runner(cfg, data, ckpt, device, progress), opts)
+        runner = Runner(cfg, data, ckpt, device, progress)
+        if args.collect:
+            sweeps, finals, status = collect(cfg, runner, opts)
+        else:
+            sweeps, finals = plan(cfg, runner, opts)
     finally:
         for w in workers:
             w.wait()
     if args.worker:
         return 0
-    summary = summarise(cfg, sweeps, finals)
+    if not {"sgd", "scale-amended"} <= {o for o, f in finals.items() if f}:
+        print("error: no finished SGD and scale-amended runs to summarise", file=sys.stderr)
+        return 2
+    summary = summarise(cfg, sweeps, {o: f for o, f in finals.items() if f})
+    summary["incomplete"] = {
+        o: st for o, st in status.items() if st["seeds"] < st["of"] or not st["bracketed"]
+    }
     if args.overhead:
         rounds, steps = (
             (2, cfg.refresh_every) if cfg.name == "smoke" else (5, 2 * cfg.refresh_every)

@@ -91,3 +91,38 @@ def test_a_run_claimed_by_a_live_worker_is_skipped_and_a_dead_ones_taken_over(
     lock.write_text(done.stdout.strip())  # a process that has exited
     assert runner._claim(run) and lock.read_text() == str(os.getpid())
     assert not runner._claim(run)  # now ours: a second claim fails
+
+
+def test_collect_summarises_finished_runs_with_seed_matched_prefixes(tmp_path: Path) -> None:
+    exp = load_script("scale_amended_sgd")
+    cfg = replace(exp.CONFIGS["cpu"], seeds=5, sweep_seeds=2)
+    store: dict = {}
+
+    class Finished(exp.Runner):  # type: ignore[name-defined, misc]
+        def _finished(self, r):
+            return r in store
+
+        def _train(self, r):
+            return store[r]
+
+    def put(o: str, lr: float, seed: int, acc: float) -> None:
+        store[exp.Run(o, lr, seed)] = hist(lr, seed, acc, 1.0 - acc)
+
+    for lr, acc in ((0.03, 0.80), (0.1, 0.85), (0.3, 0.82)):
+        for s in (0, 1):
+            put("sgd", lr, s, acc)
+    for s in (2, 3, 4):
+        put("sgd", 0.1, s, 0.85)
+    put("scale-amended", 0.1, 0, 0.9)  # seed 1 of the sweep missing: rate 0.1 not usable
+    for s in (0, 1):
+        put("scale-amended", 0.3, s, 0.8)
+    for s in (2, 4):  # seed 3 missing: the finals stop at seed 2
+        put("scale-amended", 0.3, s, 0.8)
+    runner = Finished(cfg, None, tmp_path, torch.device("cpu"), False)
+    sweeps, finals, status = exp.collect(cfg, runner, ("sgd", "scale-amended", "none"))
+    assert status["sgd"] == {"seeds": 5, "of": 5, "bracketed": True}
+    assert [h["seed"] for h in finals["sgd"]] == [0, 1, 2, 3, 4]
+    assert {h["lr"] for h in sweeps["scale-amended"]} == {0.3}
+    assert [h["seed"] for h in finals["scale-amended"]] == [0, 1, 2]
+    assert status["scale-amended"] == {"seeds": 3, "of": 5, "bracketed": False}
+    assert "none" not in finals
