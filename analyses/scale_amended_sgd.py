@@ -733,9 +733,17 @@ def plot_pace(curves: dict, out: Path) -> None:
             ax.errorbar(blocks, m, yerr=np.nan_to_num(h), fmt="o-", ms=4, capsize=3,
                         color=f"C{i}", label=f"{LABELS[o]} ({a.shape[0]} seeds)")  # fmt: skip
         ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        ax.axhline(0.0, color="0.5", lw=0.8, ls=":")
+        # paces below 0 (a unit step that overshoots) span decades: symmetric log scale
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_xticks(range(1, max(a.shape[1] for a in rows.values()) + 1))
         ax.set_xlabel("block")
-        ax.set_ylabel("share of back-matching loss removed per step")
-        ax.set_title("block pace over training (mean over epochs, 95% CI over seeds)")
+        ax.set_ylabel("pace: share of l_b removed\nper step (symlog; 1 = target hit)")
+        ax.set_title(
+            "block pace over training (mean over epochs, 95% CI over seeds)\n"
+            "below 0: the step overshoots the block's back-matching target",
+            fontsize=9,
+        )
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     save_figure(fig, out / "pace")
 

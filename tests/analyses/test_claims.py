@@ -89,30 +89,43 @@ def test_claim17_is_the_t_interval_of_the_paired_seeds(rows) -> None:
     assert f"{v.mean():+.2f} +- {(hi - lo) / 2:.2f} points" in r["measured"]
     assert f"[{lo:+.2f}, {hi:+.2f}]" in r["measured"]
     assert f"{v.size} paired seeds" in r["measured"]
-    expected = "holds" if lo > 0 else "fails" if hi < 0 else "inconclusive"
-    assert r["verdict"] == expected
+    acc = "holds" if lo > 0 else "fails" if hi < 0 else "inconclusive"
+    m, h = d["paired_difference"]["train_loss"]["mean_ci"]
+    speed = "holds" if m + h < 0 else "fails" if m - h > 0 else "inconclusive"  # lower = faster
+    assert f"test accuracy: {acc}; training speed (final training loss): {speed}" in r["why"]
 
 
-def _optimizer_results(tmp: Path, values: list[float]) -> Path:
+def _optimizer_results(tmp: Path, values: list[float], loss: tuple[float, float]) -> Path:
     src = json.loads((FIGURES / "optimizer" / "results.json").read_text())
     v = np.asarray(values)
     half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
     src["paired_difference"]["test_acc"] = {"values": values, "mean_ci": [float(v.mean()), half]}
+    src["paired_difference"]["train_loss"] = {"values": [], "mean_ci": list(loss)}
     (tmp / "optimizer").mkdir(parents=True, exist_ok=True)
     (tmp / "optimizer" / "results.json").write_text(json.dumps(src))
     return tmp
 
 
+UP = [0.004, 0.006, 0.005, 0.007, 0.003]  # accuracy CI above 0
+ACROSS = [0.004, 0.002, 0.0005, 0.0085, -0.002]  # CI across 0
+DOWN = [-0.004, -0.006, -0.005, -0.007, -0.003]  # CI below 0
+
+
 @pytest.mark.parametrize(
-    ("values", "verdict"),
+    ("values", "loss", "verdict"),
     [
-        ([0.004, 0.006, 0.005, 0.007, 0.003], "holds"),  # CI above 0
-        ([0.004, 0.002, 0.0005, 0.0085, -0.002], "inconclusive"),  # CI across 0
-        ([-0.004, -0.006, -0.005, -0.007, -0.003], "fails"),  # CI below 0
+        (UP, (-0.02, 0.01), "holds"),  # better accuracy and lower training loss
+        (UP, (-0.02, 0.03), "holds partly"),  # speed inconclusive
+        (ACROSS, (0.01, 0.02), "inconclusive"),
+        (ACROSS, (0.03, 0.01), "fails"),  # higher training loss: slower
+        (DOWN, (0.01, 0.02), "fails"),
+        (DOWN, (-0.02, 0.01), "holds partly"),  # faster, but worse accuracy
     ],
 )
-def test_claim17_rule(claims, tmp_path: Path, values: list[float], verdict: str) -> None:
-    assert claims.claim17(_optimizer_results(tmp_path, values))["verdict"] == verdict
+def test_claim17_rule(
+    claims, tmp_path: Path, values: list[float], loss: tuple[float, float], verdict: str
+) -> None:
+    assert claims.claim17(_optimizer_results(tmp_path, values, loss))["verdict"] == verdict
 
 
 def _with_slope(lo: float, hi: float, norm_lo: float = 1.89) -> dict:
