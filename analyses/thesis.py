@@ -118,6 +118,17 @@ def train(
     losses: list[float] = []
     paces: list[list[float]] = []
     net.train()
+
+    def end(steps: int, reached: bool, diverged: bool) -> dict:
+        final = float(np.mean(losses[-window:])) if losses else math.nan
+        return {
+            "steps": steps,
+            "reached": reached,
+            "diverged": diverged,
+            "final": final,
+            "pace": paces,
+        }
+
     for step in range(max_steps):
         idx = torch.randint(0, x.shape[0], (128,), generator=gen)
         before = None
@@ -126,13 +137,8 @@ def train(
                 before = pace_capture(split, x[idx], y[idx], bn="train" if bn else "eval")
         loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
         if not torch.isfinite(loss):
-            return {
-                "steps": max_steps,
-                "reached": False,
-                "diverged": True,
-                "final": math.nan,
-                "pace": paces,
-            }
+            losses.clear()  # a non-finite loss has no final value
+            return end(max_steps, False, True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -140,29 +146,13 @@ def train(
             with contextlib.suppress(hk.HessiankitError):  # e.g. a zero gradient
                 paces.append([p.matched for p in block_pace(before, net, eta=lr)])
         losses.append(loss.item())
-        if len(losses) >= window and float(np.mean(losses[-window:])) > 5 * math.log(10):
-            return {
-                "steps": max_steps,
-                "reached": False,
-                "diverged": True,
-                "final": float(np.mean(losses[-window:])),
-                "pace": paces,
-            }
-        if len(losses) >= window and float(np.mean(losses[-window:])) < target:
-            return {
-                "steps": step + 1,
-                "reached": True,
-                "diverged": False,
-                "final": float(np.mean(losses[-window:])),
-                "pace": paces,
-            }
-    return {
-        "steps": max_steps,
-        "reached": False,
-        "diverged": False,
-        "final": float(np.mean(losses[-window:])),
-        "pace": paces,
-    }
+        if len(losses) >= window:
+            mean = float(np.mean(losses[-window:]))
+            if mean > 5 * math.log(10):  # far above chance level: diverging
+                return end(max_steps, False, True)
+            if mean < target:
+                return end(step + 1, True, False)
+    return end(max_steps, False, False)
 
 
 class Cache:
