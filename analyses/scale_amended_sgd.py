@@ -189,6 +189,11 @@ def build(cfg: Config, opt_name: str, lr: float, seed: int, steps_total: int, de
     return net, opt, sched
 
 
+def run_name(opt_name: str, lr: float, seed: int) -> str:
+    """A run's checkpoint (and lock) file stem."""
+    return f"{opt_name}_lr{lr:g}_seed{seed}"
+
+
 def run_one(
     cfg: Config,
     opt_name: str,
@@ -202,7 +207,7 @@ def run_one(
     """Train one configuration; resumes from / writes ``ckpt_dir/<run>.pt`` every epoch."""
     from tqdm import tqdm
 
-    name = f"{opt_name}_lr{lr:g}_seed{seed}"
+    name = run_name(opt_name, lr, seed)
     path = ckpt_dir / f"{name}.pt"
     x, y = data["train"]
     n = x.shape[0]
@@ -334,16 +339,22 @@ class Runner:
             device,
             progress,
         )
+        self._seen_finished: set[Run] = set()  # finished stays finished: read each file once
 
     def _path(self, r: Run, suffix: str) -> Path:
-        return self.ckpt / f"{r.optimizer}_lr{r.lr:g}_seed{r.seed}{suffix}"
+        return self.ckpt / f"{run_name(r.optimizer, r.lr, r.seed)}{suffix}"
 
     def _finished(self, r: Run) -> bool:
+        if r in self._seen_finished:
+            return True
         path = self._path(r, ".pt")
         if not path.exists():
             return False
         h = torch.load(path, map_location="cpu", weights_only=True)["history"]
-        return bool(h["epochs_done"] >= self.cfg.epochs or h["diverged"])
+        if h["epochs_done"] >= self.cfg.epochs or h["diverged"]:
+            self._seen_finished.add(r)
+            return True
+        return False
 
     def _claim(self, r: Run) -> bool:
         lock = self._path(r, ".lock")
